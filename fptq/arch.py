@@ -1,0 +1,116 @@
+"""Architecture differences as data: where the decoder blocks are, and which norm (or linear)
+feeds which linears, so equalization scales can be folded exactly (LAE, SmoothQuant, AWQ).
+
+Keyed by the HF model class name (llm-compressor's MAPPINGS_REGISTRY idea). Names are relative
+to one decoder block.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch.nn as nn
+
+NORM_KINDS = ("rmsnorm", "layernorm", "gemma_rmsnorm")
+
+
+@dataclass(frozen=True)
+class FoldGroup:
+    """`source` (a norm, or a linear) feeds every module in `linears` with the same input X.
+
+    A per-input-channel scale s is folded as X' = X / s (into `source`) and W' = W * s (linears).
+    kind: rmsnorm / layernorm (y = n(x) * w (+ b)), gemma_rmsnorm (y = n(x) * (1 + w)), linear.
+    """
+
+    source: str
+    linears: Tuple[str, ...]
+    kind: str
+
+    @property
+    def norm_fed(self) -> bool:
+        return self.kind in NORM_KINDS
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    blocks: str  # attribute path of the ModuleList of decoder blocks
+    groups: Tuple[FoldGroup, ...]  # norm-fed groups first, then linear-fed ones (AWQ only)
+    # attention projections whose outputs are the KV cache (for KV fake quant); head_dim from config
+    k_proj: str = ""
+    v_proj: str = ""
+    # (config attribute, required value) for norm folding to be exact, e.g. pre-norm OPT only
+    fold_requires: Tuple[Tuple[str, object], ...] = ()
+
+    def can_fold(self, config) -> bool:
+        return all(getattr(config, k, v) == v for k, v in self.fold_requires)
+
+    def norm_groups(self) -> Tuple[FoldGroup, ...]:
+        return tuple(g for g in self.groups if g.norm_fed)
+
+    def group_of(self, linear: str):
+        """The norm-fed group feeding `linear` (block-relative name), or None."""
+        for g in self.norm_groups():
+            if linear in g.linears:
+                return g
+        return None
+
+
+def _llama_like(norm_kind: str) -> ArchSpec:
+    return ArchSpec(
+        blocks="model.layers",
+        groups=(
+            FoldGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), norm_kind),
+            FoldGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), norm_kind),
+            FoldGroup("mlp.up_proj", ("mlp.down_proj",), "linear"),
+        ),
+        k_proj="self_attn.k_proj",
+        v_proj="self_attn.v_proj",
+    )
+
+
+_OPT = ArchSpec(
+    blocks="model.decoder.layers",
+    groups=(
+        FoldGroup("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "layernorm"),
+        FoldGroup("final_layer_norm", ("fc1",), "layernorm"),
+    ),
+    k_proj="self_attn.k_proj",
+    v_proj="self_attn.v_proj",
+    fold_requires=(("do_layer_norm_before", True),),
+)
+
+_BLOOM = ArchSpec(
+    blocks="transformer.h",
+    groups=(
+        FoldGroup("input_layernorm", ("self_attention.query_key_value",), "layernorm"),
+        FoldGroup("post_attention_layernorm", ("mlp.dense_h_to_4h",), "layernorm"),
+    ),
+    fold_requires=(("apply_residual_connection_post_layernorm", False),),
+)
+
+ARCHS: Dict[str, ArchSpec] = {
+    "LlamaForCausalLM": _llama_like("rmsnorm"),
+    "MistralForCausalLM": _llama_like("rmsnorm"),
+    "Qwen2ForCausalLM": _llama_like("rmsnorm"),
+    "Qwen3ForCausalLM": _llama_like("rmsnorm"),
+    "GemmaForCausalLM": _llama_like("gemma_rmsnorm"),
+    "OPTForCausalLM": _OPT,
+    "BloomForCausalLM": _BLOOM,
+}
+
+
+def arch_of(model: nn.Module) -> ArchSpec:
+    name = type(model).__name__
+    if name not in ARCHS:
+        raise NotImplementedError(
+            f"no architecture mapping for {name}; known: {sorted(ARCHS)}. Add an ArchSpec to "
+            "fptq.arch.ARCHS (blocks path and norm -> linears groups)."
+        )
+    return ARCHS[name]
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    return root.get_submodule(path)
+
+
+def blocks_of(model: nn.Module) -> nn.ModuleList:
+    return get_module(model, arch_of(model).blocks)

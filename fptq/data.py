@@ -1,0 +1,178 @@
+"""Evaluation text (GPTQ protocol) and calibration samples, from the hub or from local files.
+
+`source: auto` loads from the Hugging Face hub when it is reachable and otherwise from local
+files (each set's `local_path`, else the shared data folder), saying so in the log.
+"""
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from fptq.hub import hub_reachable
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "hub", "local")
+EVAL_SETS = ("wikitext2", "ptb", "c4")
+CALIB_SOURCES = ("c4", "wikitext2", "random")
+# file names inside the shared data folder (see its README)
+LOCAL_FILES = {
+    "wikitext2": "wikitext2/wikitext2_raw_test.txt",
+    "ptb": "ptb/ptb.test.txt",
+    "c4": "c4/c4_validation_head.jsonl",
+    "c4_train": "c4/c4_train_head.jsonl",
+}
+C4_EVAL_WINDOWS = 256  # GPTQ's C4 evaluation: the first 256 x seqlen tokens
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data sets come from. `root`: the shared data folder (auto-detected when None)."""
+
+    source: str = "auto"
+    root: Optional[str] = None
+    wikitext2: Optional[str] = None  # explicit local file per set (overrides root)
+    ptb: Optional[str] = None
+    c4: Optional[str] = None
+    c4_train: Optional[str] = None
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES}, got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class CalibSpec:
+    source: str = "c4"  # c4 (train crops, GPTQ style) | wikitext2 (test-set crops, debugging) | random tokens
+    n_samples: int = 128
+    seqlen: int = 512
+    seed: int = 0
+    batch_size: int = 8
+    # next block's calibration inputs: the quantized block's outputs (GPTQ's sequential pattern)
+    # or the float block's (one pass per block instead of two: about 2x faster, less faithful)
+    propagate: str = "quantized"
+
+    def __post_init__(self):
+        if self.propagate not in ("quantized", "float"):
+            raise ValueError(f"calib.propagate must be 'quantized' or 'float', got {self.propagate!r}")
+        if self.source not in CALIB_SOURCES:
+            raise ValueError(f"calib.source must be one of {CALIB_SOURCES}, got {self.source!r}")
+        if self.n_samples < 1 or self.seqlen < 2:
+            raise ValueError(f"calib needs n_samples >= 1 and seqlen >= 2, got {self.n_samples}, {self.seqlen}")
+
+
+def shared_data_root(spec: DataSpec) -> Optional[Path]:
+    candidates = [spec.root, os.environ.get("FPTQ_DATA_DIR")]
+    here = Path(__file__).resolve().parents[1]
+    candidates += [str(here.parent / "shared" / "data"), str(Path.cwd().parent / "shared" / "data")]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def local_file(name: str, spec: DataSpec) -> Path:
+    explicit = getattr(spec, name)
+    if explicit:
+        path = Path(explicit)
+    else:
+        root = shared_data_root(spec)
+        if root is None:
+            raise FileNotFoundError(
+                f"no local copy of {name}: set data.{name}=/path/to/{Path(LOCAL_FILES[name]).name} or "
+                "data.root (or FPTQ_DATA_DIR) to a folder laid out like shared/data"
+            )
+        path = root / LOCAL_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: expected the file {path}; point data.{name}=... at your copy")
+    return path
+
+
+def _use_hub(name: str, spec: DataSpec) -> bool:
+    if spec.source == "local":
+        return False
+    if hub_reachable():
+        return True
+    if spec.source == "hub":
+        raise RuntimeError(f"{name}: data.source=hub but the Hugging Face hub is unreachable; use data.source=auto or local")
+    log.info("%s: the Hugging Face hub is unreachable; loading the local copy %s", name, local_file(name, spec))
+    return False
+
+
+def _read_jsonl(path: Path) -> List[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _wikitext2(spec: DataSpec) -> str:
+    if _use_hub("wikitext2", spec):
+        from datasets import load_dataset
+
+        return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
+    return local_file("wikitext2", spec).read_text(encoding="utf-8")
+
+
+def _ptb(spec: DataSpec) -> str:
+    if _use_hub("ptb", spec):
+        from datasets import load_dataset
+
+        return " ".join(load_dataset("ptb_text_only", "penn_treebank", split="test")["sentence"])
+    lines = local_file("ptb", spec).read_text(encoding="utf-8").splitlines()
+    return " ".join(line.strip() for line in lines)
+
+
+def _c4_docs(spec: DataSpec, split: str) -> List[str]:
+    name = "c4" if split == "validation" else "c4_train"
+    if _use_hub(name, spec):
+        from datasets import load_dataset
+
+        shard = "en/c4-validation.00000-of-00008.json.gz" if split == "validation" else "en/c4-train.00000-of-01024.json.gz"
+        return load_dataset("allenai/c4", data_files={split: shard}, split=split)["text"]
+    return [d["text"] for d in _read_jsonl(local_file(name, spec))]
+
+
+def _c4(spec: DataSpec) -> str:
+    return " ".join(_c4_docs(spec, "validation")[:1100])
+
+
+EVAL_TEXT: Dict[str, Callable[[DataSpec], str]] = {"wikitext2": _wikitext2, "ptb": _ptb, "c4": _c4}
+
+
+def eval_tokens(name: str, tokenizer, spec: DataSpec, seqlen: int) -> torch.Tensor:
+    """The token stream of an evaluation set, GPTQ protocol (no special tokens)."""
+    if name not in EVAL_TEXT:
+        raise ValueError(f"unknown evaluation set {name!r}; known: {sorted(EVAL_TEXT)}")
+    ids = torch.tensor(tokenizer(EVAL_TEXT[name](spec), add_special_tokens=False).input_ids, dtype=torch.long)
+    if name == "c4":
+        ids = ids[: C4_EVAL_WINDOWS * seqlen]
+    return ids
+
+
+def calibration_ids(calib: CalibSpec, tokenizer, spec: DataSpec, vocab_size: int) -> torch.Tensor:
+    """(n_samples, seqlen) token ids: seeded random crops of documents, or random vocabulary tokens."""
+    if calib.source == "random":  # FPTQ's data-free calibration (paper Table 6)
+        g = torch.Generator().manual_seed(calib.seed)
+        return torch.randint(0, vocab_size, (calib.n_samples, calib.seqlen), generator=g)
+    rng = random.Random(calib.seed)
+    if calib.source == "wikitext2":
+        ids = tokenizer(_wikitext2(spec), add_special_tokens=False).input_ids
+        starts = [rng.randint(0, len(ids) - calib.seqlen - 1) for _ in range(calib.n_samples)]
+        return torch.tensor([ids[s : s + calib.seqlen] for s in starts], dtype=torch.long)
+    docs = _c4_docs(spec, "train")
+    out = []
+    for _ in range(calib.n_samples):  # GPTQ's get_c4: a random document longer than seqlen, a random crop
+        for _attempt in range(1000):
+            enc = tokenizer(docs[rng.randint(0, len(docs) - 1)], add_special_tokens=False).input_ids
+            if len(enc) > calib.seqlen:
+                break
+        else:
+            raise ValueError(f"no calibration document is longer than calib.seqlen={calib.seqlen} tokens")
+        s = rng.randint(0, len(enc) - calib.seqlen - 1)
+        out.append(enc[s : s + calib.seqlen])
+    return torch.tensor(out, dtype=torch.long)

@@ -1,0 +1,70 @@
+import os
+
+# Offline and quiet before anything imports transformers / datasets / wandb.
+for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(var, "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY_CFG = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=258, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (fresh clone): data-backed test skipped")
+    return SHARED_DATA
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, outliers: bool = True):
+    """A tiny random causal LM of the given family, fp32, eval mode; optional planted outliers."""
+    import transformers
+
+    torch.manual_seed(seed)
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(**TINY_CFG)
+    elif kind == "qwen2":
+        cfg = transformers.Qwen2Config(**TINY_CFG)
+    elif kind == "gemma":
+        cfg = transformers.GemmaConfig(**TINY_CFG, head_dim=16)
+    elif kind == "opt":
+        cfg = transformers.OPTConfig(hidden_size=64, ffn_dim=160, num_hidden_layers=2, num_attention_heads=4,
+                                     vocab_size=258, max_position_embeddings=256, word_embed_proj_dim=64)
+    elif kind == "bloom":
+        cfg = transformers.BloomConfig(hidden_size=64, n_layer=2, n_head=4, vocab_size=258)
+    else:
+        raise ValueError(kind)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("norm" in name or "layer_norm" in name) and p.dim() == 1:
+                if "bias" in name:
+                    p.normal_(0, 0.1)  # non-trivial biases so LayerNorm folding is really tested
+                else:
+                    p.uniform_(0.5, 1.5)
+        if outliers:
+            plant_outliers(model)
+    model.config.use_cache = False
+    return model
+
+
+def plant_outliers(model, channels=(3, 17), factor=60.0):
+    """Scale a few channels of every attention-input norm: large, LAE-worthy activation channels."""
+    for name, mod in model.named_modules():
+        if name.endswith(("input_layernorm", "self_attn_layer_norm")) and hasattr(mod, "weight"):
+            for c in channels:
+                mod.weight.data[c] *= factor
+
+
+@pytest.fixture
+def calib_ids():
+    return torch.randint(0, 258, (8, 32), generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,56 @@
+"""End to end: fptq-run on tiny-llama, no network, W&B disabled."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fptq.results import ResultStore
+
+TEXT = "The quick brown fox jumps over the lazy dog. " * 200
+
+
+def _run(args, tmp_path):
+    (tmp_path / "wiki.txt").write_text(TEXT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               WANDB_MODE="disabled", FPTQ_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "fptq.cli", "debug=tiny", f"data.wikitext2={tmp_path / 'wiki.txt'}",
+           f"paths.results_dir={tmp_path / 'results'}", "eval.progress=false", *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_single_run_writes_result_and_store_row(tmp_path):
+    proc = _run([f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["scheme"] == "w4a8_fptq" and result["model"] == "tiny-llama"
+    ppl = result["metrics"]["ppl"]["wikitext2"]
+    assert ppl["windows"] == 2 and 1 < ppl["ppl"] < 1e4
+    assert result["baseline"]["ppl"]["wikitext2"]["ppl"] > 1
+    assert result["quant_summary"]["layers"] == 14
+    assert (tmp_path / "out" / "quant_report.json").is_file()
+    rows = ResultStore(str(tmp_path / "results")).read()
+    assert len(rows) == 1 and rows[0]["scheme"] == "w4a8_fptq" and rows[0]["ppl_wikitext2"] == ppl["ppl"]
+    assert "w4a8_fptq" in proc.stdout and "wikitext2" in proc.stdout  # the printed table
+
+
+def test_multirun_writes_one_row_per_scheme(tmp_path):
+    _run(["-m", "quant=fp,w8a8_rtn,w4a16_rtn_g128,w4a8_rtn", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    rows = ResultStore(str(tmp_path / "results")).read()
+    assert sorted(r["scheme"] for r in rows) == ["fp", "w4a16_rtn_g128", "w4a8_rtn", "w8a8_rtn"]
+    fp = next(r for r in rows if r["scheme"] == "fp")
+    w8 = next(r for r in rows if r["scheme"] == "w8a8_rtn")
+    assert w8["fp_ppl_wikitext2"] == pytest.approx(fp["ppl_wikitext2"])  # cached baseline reused
+    assert len(list(Path(tmp_path / "sweep").glob("*/result.json"))) == 4
+
+
+def test_bad_value_exits_nonzero_with_message(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, "-m", "fptq.cli", "debug=tiny", "quant.weight.bits=12",
+                           f"hydra.run.dir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "weight.bits must be in [2, 8]" in proc.stderr + proc.stdout

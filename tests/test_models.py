@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from fptq.models import ModelSpec, byte_tokenizer, load_model, smollm2_gguf_path
+
+
+def test_byte_tokenizer_roundtrip():
+    tok = byte_tokenizer()
+    ids = tok("héllo wörld", add_special_tokens=False).input_ids
+    assert max(ids) < 256 and tok.decode(ids) == "héllo wörld"
+
+
+def test_random_model_from_config(tmp_path):
+    spec = ModelSpec(config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1))
+    model, tok = load_model(spec, str(tmp_path))
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.vocab_size == 258
+    assert not model.training
+
+
+def test_bad_specs_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="config class"):
+        load_model(ModelSpec(config_class="NopeConfig"), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="model.path"):
+        load_model(ModelSpec(name="x", source="hf", path=str(tmp_path / "missing")), str(tmp_path))
+    with pytest.raises(RuntimeError, match="model.path"):
+        load_model(ModelSpec(name="x", source="hf", hf_id="meta-llama/Llama-2-7b-hf"), str(tmp_path))
+    with pytest.raises(ValueError, match="model.source"):
+        ModelSpec(source="s3")
+
+
+def _smollm2_or_skip():
+    try:
+        smollm2_gguf_path()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"SmolLM2 not available: {e}")
+
+
+@pytest.mark.slow
+def test_smollm2_tokenizer_and_perplexity(shared_data, tmp_path_factory):
+    """Real model: GPTQ-form WikiText-2 is 304,986 tokens; a few 512-token windows give sane ppl."""
+    _smollm2_or_skip()
+    import os
+
+    from fptq.data import DataSpec, eval_tokens
+    from fptq.eval.perplexity import perplexity
+
+    cache = os.environ.get("FPTQ_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    model, tok = load_model(ModelSpec(name="smollm2-135m", source="smollm2_gguf"), cache)
+    assert tok.eos_token == "<|im_end|>"
+    assert tok("Hello world").input_ids == tok("Hello world", add_special_tokens=False).input_ids  # no BOS
+    ids = eval_tokens("wikitext2", tok, DataSpec(source="local", root=str(shared_data)), 2048)
+    assert ids.numel() == 304_986
+    res = perplexity(model, ids, seqlen=512, max_windows=4, progress=False)
+    assert 10 < res.ppl < 40, res.ppl  # fp32, 4 windows of 512
+    assert torch.isfinite(torch.tensor(res.ppl))
