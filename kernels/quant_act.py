@@ -1,0 +1,51 @@
+"""Fused int8 activation quantization: one program per row (token).
+
+Per-token dynamic: absmax over the row, scale = absmax / 127, q = round(x / scale).
+Per-tensor static: the given scale. Rounds half away from zero (kernels/reference.py matches).
+On CPU set TRITON_INTERPRET=1 before importing this module.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _quant_act_kernel(X, Q, S, K, stride_xm, stride_qm, static_scale,
+                      QMAX: tl.constexpr, STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+    row = tl.program_id(0)
+    x_row = X + row * stride_xm
+    q_row = Q + row * stride_qm
+    if STATIC:
+        scale = static_scale
+    else:
+        amax = tl.zeros((BLOCK_K,), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+        scale = tl.maximum(tl.max(amax, axis=0), 1e-8) / QMAX
+    tl.store(S + row, scale)
+    inv = 1.0 / scale
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32) * inv
+        q = tl.where(x >= 0, tl.floor(x + 0.5), -tl.floor(-x + 0.5))
+        q = tl.minimum(tl.maximum(q, -QMAX - 1), QMAX)
+        tl.store(q_row + rk, q.to(tl.int8), mask=rk < K)
+
+
+def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 1024):
+    """x: (M, K) float -> (q (M, K) int8, scale (M,) float32). static_scale: per-tensor, or None."""
+    if x.dim() != 2:
+        raise ValueError(f"quant_act expects (M, K), got {tuple(x.shape)}")
+    x = x.contiguous()
+    M, K = x.shape
+    q = torch.empty((M, K), dtype=torch.int8, device=x.device)
+    s = torch.empty((M,), dtype=torch.float32, device=x.device)
+    block = min(block_k, triton.next_power_of_2(K))
+    _quant_act_kernel[(M,)](
+        x, q, s, K, x.stride(0), q.stride(0), float(static_scale) if static_scale is not None else 1.0,
+        QMAX=2 ** (bits - 1) - 1, STATIC=static_scale is not None, BLOCK_K=block,
+    )
+    return q, s
