@@ -28,9 +28,29 @@ class EvalSpec:
     max_windows: Optional[int] = 8  # None: the whole test set (WikiText-2: 148 windows of 2048)
     baseline: bool = True  # also report the unquantized model (cached per model and protocol)
     progress: bool = True
+    # lm-eval tasks: lambada_openai, piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq,
+    # openbookqa, mmlu (57 subjects, `mmlu_shots`-shot)
+    tasks: Tuple[str, ...] = ()
+    limit: Optional[int] = None  # documents per task (None: all)
+    batch_size: int = 8
+    mmlu_shots: int = 5
+    task_source: str = "auto"  # auto (hub when reachable) | hub | local
+    task_data: Optional[str] = None  # local task data folder (default: the shared data folder)
 
     def __post_init__(self):
+        from fptq.eval.tasks import KNOWN_TASKS
+
         object.__setattr__(self, "datasets", tuple(self.datasets))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        for t in self.tasks:
+            if t not in KNOWN_TASKS:
+                raise ValueError(f"unknown task {t!r}; known: {list(KNOWN_TASKS)}")
+        if self.task_source not in ("auto", "hub", "local"):
+            raise ValueError(f"eval.task_source must be auto, hub or local, got {self.task_source!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"eval.limit must be >= 1 or null (all), got {self.limit}")
+        if self.batch_size < 1 or self.mmlu_shots < 0:
+            raise ValueError("eval.batch_size must be >= 1 and eval.mmlu_shots >= 0")
         for d in self.datasets:
             if d not in EVAL_SETS:
                 raise ValueError(f"unknown evaluation set {d!r}; known: {EVAL_SETS}")

@@ -130,6 +130,16 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         t = time.perf_counter()
         metrics = ppl_all(scheme.name)
         timings["eval_s"] = time.perf_counter() - t
+        zeroshot = None
+        if spec.eval.tasks:
+            from fptq.eval.zeroshot import evaluate_tasks
+
+            zeroshot = evaluate_tasks(
+                model, tok, list(spec.eval.tasks), data_spec=spec.data, cache_dir=spec.paths.cache_dir,
+                task_data=spec.eval.task_data, source=spec.eval.task_source, limit=spec.eval.limit,
+                batch_size=spec.eval.batch_size, mmlu_shots=spec.eval.mmlu_shots, device=str(device), seed=spec.seed,
+            )
+            timings["tasks_s"] = zeroshot["summary"]["seconds"]
         if scheme.is_float:
             for d, r in metrics.items():
                 cache.put(baseline_key(spec, d), r)
@@ -144,7 +154,8 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             "scheme": scheme.name,
             "spec": asdict(spec),
             "overrides": overrides,
-            "metrics": {"ppl": metrics},
+            "metrics": {"ppl": metrics, "tasks": (zeroshot or {}).get("tasks", {}),
+                        "task_summary": (zeroshot or {}).get("summary", {})},
             "baseline": {"ppl": baseline},
             "quant_summary": report.summary() if report else None,
             "timings": timings,
@@ -160,6 +171,9 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         logger.log({f"ppl/{d}": r["ppl"] for d, r in metrics.items()} | {f"fp_ppl/{d}": (r or {}).get("ppl") for d, r in baseline.items()} | timings)
         if report is not None:
             logger.log_table("quant_report", report.rows())
+        if zeroshot:
+            logger.log({f"task/{k}": v for k, v in zeroshot["summary"].items() if isinstance(v, (int, float))})
+            logger.log_table("tasks", [{"task": k, **v} for k, v in zeroshot["tasks"].items()])
         return result
     finally:
         logger.finish()
@@ -186,6 +200,17 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         row[f"windows_{d}"] = r["windows"]
     for d, r in result["baseline"]["ppl"].items():
         row[f"fp_ppl_{d}"] = (r or {}).get("ppl")
+    for task, r in result["metrics"]["tasks"].items():
+        if task.startswith("mmlu_"):
+            continue  # per-subject MMLU stays in result.json; the store gets the averages
+        for m in ("acc", "acc_norm", "perplexity"):
+            if r.get(m) is not None:
+                row[f"{task}_{m}"] = r[m]
+                if r.get(f"{m}_stderr") is not None:
+                    row[f"{task}_{m}_stderr"] = r[f"{m}_stderr"]
+    for k, v in result["metrics"]["task_summary"].items():
+        if isinstance(v, (int, float)) and k != "seconds":
+            row[k] = v
     summary = result["quant_summary"] or {}
     row["quantize_s"] = summary.get("quantize_seconds")
     row["mean_output_sqnr_db"] = summary.get("mean_output_sqnr_db")
@@ -204,4 +229,16 @@ def format_table(result: Dict[str, Any]) -> str:
             lines.append(f"{result['model']:<16} {'fp':<18} {d:<10} {win:>9} {base['ppl']:>9.3f} {'':>8}")
         delta = f"{r['ppl'] - base['ppl']:+.3f}" if base and result["scheme"] != "fp" else ""
         lines.append(f"{result['model']:<16} {result['scheme']:<18} {d:<10} {win:>9} {r['ppl']:>9.3f} {delta:>8}")
+    tasks = result["metrics"].get("tasks") or {}
+    if tasks:
+        lines.append("")
+        lines.append(f"{'task':<24} {'acc':>8} {'acc_norm':>9} {'n':>6}")
+        for t, r in tasks.items():
+            if t.startswith("mmlu_"):
+                continue
+            acc, accn = r.get("acc"), r.get("acc_norm")
+            lines.append(f"{t:<24} {'' if acc is None else f'{acc:.4f}':>8} {'' if accn is None else f'{accn:.4f}':>9} {r.get('n', ''):>6}")
+        for k, v in (result["metrics"].get("task_summary") or {}).items():
+            if k.startswith(("mmlu_", "commonsense_avg")) and isinstance(v, float):
+                lines.append(f"{k:<24} {v:>8.4f}")
     return "\n".join(lines)

@@ -17,8 +17,8 @@ def _run(args, tmp_path):
     (tmp_path / "wiki.txt").write_text(TEXT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                WANDB_MODE="disabled", FPTQ_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "fptq.cli", "debug=tiny", f"data.wikitext2={tmp_path / 'wiki.txt'}",
-           f"paths.results_dir={tmp_path / 'results'}", "eval.progress=false", *args]
+    cmd = [sys.executable, "-m", "fptq.cli", *args, "debug=tiny", f"data.wikitext2={tmp_path / 'wiki.txt'}",
+           f"paths.results_dir={tmp_path / 'results'}", "eval.progress=false"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -54,3 +54,12 @@ def test_bad_value_exits_nonzero_with_message(tmp_path):
                            f"hydra.run.dir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "weight.bits must be in [2, 8]" in proc.stderr + proc.stdout
+
+
+def test_run_with_lm_eval_tasks_records_accuracy(tmp_path, shared_data):
+    _run([f"hydra.run.dir={tmp_path / 'out'}", "eval.tasks=[piqa,boolq]", "eval.limit=3", "eval.batch_size=3",
+          f"eval.task_data={shared_data}", "quant=w8a8_rtn"], tmp_path)
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert set(result["metrics"]["tasks"]) == {"piqa", "boolq"}
+    row = ResultStore(str(tmp_path / "results")).read()[0]
+    assert 0 <= row["piqa_acc"] <= 1 and "piqa_acc_stderr" in row and row["commonsense_tasks"] == 2

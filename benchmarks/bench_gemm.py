@@ -1,0 +1,147 @@
+"""GEMM benchmark on a GPU: bf16 cuBLAS vs torch._int_mm W8A8 vs our Triton W8A8 / W4A8.
+
+    PYTHONPATH=. python benchmarks/bench_gemm.py --out benchmarks/results/gemm_<device>.csv
+    PYTHONPATH=. TRITON_INTERPRET=1 python benchmarks/bench_gemm.py --smoke   # CPU wiring check
+
+Every timed variant includes its activation quantization (per-token dynamic int8). Each shape
+is checked against the torch reference before it is timed. Writes a CSV and a plot, and names
+the device in both.
+"""
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fptq.kernels.reference import gemm_ref, pack_weight  # noqa: E402
+from fptq.primitives import quantize_weight  # noqa: E402
+
+LLAMA2_7B = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
+LLAMA2_70B = [(8192, 28672)]
+MS = [1, 4, 16, 64, 256, 1024, 2048, 4096]
+
+
+def timeit(fn, interpret: bool) -> float:
+    """Median milliseconds."""
+    if interpret:
+        import time
+
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def torch_act_quant(x):
+    s = x.abs().amax(-1, keepdim=True).float().clamp(min=1e-8) / 127
+    return torch.round(x.float() / s).clamp(-128, 127).to(torch.int8), s
+
+
+def run(ms, shapes, device, interpret, check=True):
+    from fptq.kernels.gemm import gemm
+    from fptq.kernels.quant_act import quant_act
+
+    dt = torch.float32 if interpret else torch.bfloat16
+    rows = []
+    for N, K in shapes:
+        W = torch.randn(N, K, device=device, dtype=torch.float32) * 0.02
+        packs = {}
+        for name, bits, group in [("w8a8", 8, -1), ("w4a8_ch", 4, -1), ("w4a8_g128", 4, 128)]:
+            q, s, z = quantize_weight(W, bits, group, True)
+            packs[name] = pack_weight(q, s, z, bits, group)
+        Wb = W.to(dt)
+        w8 = packs["w8a8"].data.T.contiguous()  # (N, K) int8 for torch._int_mm's (K, N) view
+        for M in ms:
+            x = torch.randn(M, K, device=device, dtype=dt)
+            flops = 2 * M * N * K
+            res = {"bf16_cublas": lambda: x @ Wb.T}
+
+            def int_mm(x=x):
+                a, s = torch_act_quant(x)
+                Mp = max(M, 17)  # torch._int_mm needs M > 16
+                if Mp != M:
+                    a = torch.nn.functional.pad(a, (0, 0, 0, Mp - M))
+                return torch._int_mm(a, w8.T)[:M].float() * s * packs["w8a8"].scale
+
+            if not interpret:
+                res["torch_int_mm_w8a8"] = int_mm
+            for name, pw in packs.items():
+                def ours(x=x, pw=pw):
+                    a, s = quant_act(x)
+                    return gemm(a, s, pw, out_dtype=dt)
+
+                if check:
+                    a, s = quant_act(x)
+                    out = gemm(a, s, pw, out_dtype=torch.float32)
+                    ref = gemm_ref(a, s, pw)
+                    rel = float((out - ref).norm() / ref.norm().clamp(min=1e-12))
+                    if rel > 1e-3:
+                        raise AssertionError(f"{name} M={M} N={N} K={K}: relative error {rel:.2e}")
+                res[f"triton_{name}"] = ours
+            base = None
+            for name, fn in res.items():
+                ms_ = timeit(fn, interpret)
+                base = ms_ if name == "bf16_cublas" else base
+                rows.append({"M": M, "N": N, "K": K, "kernel": name, "ms": round(ms_, 5),
+                             "tflops": round(flops / ms_ / 1e9, 2), "speedup_vs_bf16": round(base / ms_, 3)})
+                print(f"M={M:5d} N={N:5d} K={K:5d} {name:20s} {ms_:9.4f} ms {flops / ms_ / 1e9:8.1f} TFLOP/s x{base / ms_:.2f}", flush=True)
+    return rows
+
+
+def plot(rows, path, device_name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = sorted({(r["N"], r["K"]) for r in rows})
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.6), squeeze=False)
+    for ax, (N, K) in zip(axes[0], shapes):
+        for kern in sorted({r["kernel"] for r in rows}):
+            pts = sorted((r["M"], r["speedup_vs_bf16"]) for r in rows if (r["N"], r["K"]) == (N, K) and r["kernel"] == kern)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kern)
+        ax.set_xscale("log", base=2)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_title(f"N={N} K={K}")
+        ax.set_xlabel("M (tokens)")
+    axes[0][0].set_ylabel("speedup vs bf16 cuBLAS")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(device_name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
+    args = ap.parse_args()
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if args.smoke:
+        rows = run([1, 16], [(64, 128)], "cpu", True)
+        print(f"smoke ok: {len(rows)} rows")
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU (or --smoke with TRITON_INTERPRET=1)")
+    device_name = torch.cuda.get_device_name()
+    rows = run(MS, LLAMA2_7B + LLAMA2_70B, "cuda", False)
+    out = Path(args.out or f"benchmarks/results/gemm_{device_name.replace(' ', '_')}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        f.write(f"# device: {device_name}; torch {torch.__version__}\n")
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, out.with_suffix(".png"), device_name)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
