@@ -115,18 +115,17 @@ def collect_stats(
             st = stats.get(name)
             if st is None:
                 st = stats[name] = ChannelStats(
-                    absmax=torch.zeros(x.shape[1]),
-                    H=torch.zeros(x.shape[1], x.shape[1]) if hessian else None,
+                    absmax=torch.zeros(x.shape[1], device=x.device),
+                    H=torch.zeros(x.shape[1], x.shape[1], device=x.device) if hessian else None,
                 )
-            xc = x.cpu()
-            st.absmax = torch.maximum(st.absmax, amax.cpu())
+            st.absmax = torch.maximum(st.absmax, amax)
             n_old, n_new = st.tokens, x.shape[0]
             st.tokens += n_new
             if st.H is not None:
                 # running mean of 2 x x^T (GPTQ reference's add_batch)
-                st.H.mul_(n_old / st.tokens).add_((2.0 / st.tokens) * (xc.T @ xc))
-            idx = torch.randperm(x.shape[0], generator=gen)[: min(per_batch, x.shape[0])]
-            st.sample.append(xc[idx])
+                st.H.mul_(n_old / st.tokens).add_((2.0 / st.tokens) * (x.T @ x))
+            idx = torch.randperm(x.shape[0], generator=gen)[: min(per_batch, x.shape[0])].to(x.device)
+            st.sample.append(x[idx])  # statistics stay on the model's device
 
         return hook
 

@@ -55,7 +55,12 @@ def quantize_model(
     report = QuantReport(scheme=scheme.name)
     if scheme.is_float:
         return report
-    arch = arch_of(model)
+    try:
+        arch = arch_of(model)
+    except NotImplementedError:
+        if scheme.on_unknown_arch != "dynamic":
+            raise
+        return _fallback_dynamic(model, scheme, report, t0)
     foldable = arch.can_fold(model.config)
     if not foldable and scheme.act is not None:
         log.warning("%s: norms cannot absorb scales in this configuration; no LAE/SmoothQuant folding", type(model).__name__)
@@ -82,7 +87,7 @@ def quantize_model(
             block.set_submodule(n, ql)
             W0, X0 = ref[n]
             out_ref = X0 @ W0.float().T
-            out_q = ql(stats[n].sample_tensor()) - (0 if ql.bias is None else ql.bias)
+            out_q = ql(stats[n].sample_tensor().to(ql.weight.dtype)).float() - (0 if ql.bias is None else ql.bias.float())
             report.add(LayerRecord(
                 name=f"{prefix}.{n}", v=v[n], strategy=modes[n], act=ql.act_mode,
                 transform=smooth.get(n, "none"), w_bits=ql.w_bits, group_size=ql.group_size,
@@ -93,6 +98,29 @@ def quantize_model(
             add_kv_quant(block, arch, model.config, scheme.kv.bits)
         del stats, ref
         batches = float_out if float_out is not None else run_block(block, batches)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport, t0: float) -> QuantReport:
+    """No ArchSpec: RTN weights and per-token dynamic activations on every linear, no calibration."""
+    w = scheme.weight
+    if w is not None and w.algo != "rtn":
+        raise NotImplementedError(f"{type(model).__name__} has no ArchSpec: {w.algo} needs one (only rtn can fall back)")
+    log.warning("%s has no ArchSpec: falling back to per-token dynamic activations on every linear, "
+                "no equalization (add a mapping to fptq.arch.ARCHS for the real scheme)", type(model).__name__)
+    if scheme.act is not None:
+        scheme = QuantScheme(**{**scheme.__dict__, "act": type(scheme.act)(**{**scheme.act.__dict__, "strategy": "per_token_dynamic"})})
+    for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
+        if _ignored(name, scheme.ignore):
+            continue
+        st = ChannelStats(absmax=torch.ones(lin.in_features))
+        mode = DYNAMIC if scheme.act is not None else NONE
+        ql, wsqnr, ragged = _quantize_linear(lin, st, mode, scheme, name)
+        model.set_submodule(name, ql)
+        report.add(LayerRecord(name=name, v=float("nan"), strategy=mode, act=ql.act_mode, transform="none",
+                               w_bits=ql.w_bits, group_size=ql.group_size, ragged_group=ragged, weight_sqnr=wsqnr,
+                               output_sqnr=float("nan")))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -126,7 +154,11 @@ def _apply_transforms(block, arch, foldable, linears, stats: Dict[str, ChannelSt
             fold(g, smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha), "smoothquant")
     for g in norm_groups:
         if any(modes[m] == LAE for m in g.linears):
-            fold(g, lae_scale(stats[g.linears[0]].absmax), "lae")
+            x = stats[g.linears[0]].absmax
+            if scheme.act.equalizer == "lae":
+                fold(g, lae_scale(x), "lae")
+            else:
+                fold(g, smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha), "smoothquant")
     if scheme.weight is not None and scheme.weight.algo == "awq":
         for g in arch.groups:
             if not all(m in linears for m in g.linears) or (g.norm_fed and not foldable):

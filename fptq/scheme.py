@@ -11,6 +11,8 @@ WEIGHT_ALGOS = ("rtn", "gptq", "awq")
 GRANULARITIES = ("channel", "group")
 ACT_STRATEGIES = ("per_tensor_static", "per_token_dynamic", "lae_static", "fptq")
 MIDDLE_BAND = ("static", "dynamic")
+EQUALIZERS = ("lae", "smoothquant")
+UNKNOWN_ARCH = ("error", "dynamic")
 TRANSFORMS = ("smoothquant",)
 KV_GRANULARITIES = ("per_head_token",)
 
@@ -74,6 +76,9 @@ class ActSpec:
     overrides: Dict[str, str] = field(default_factory=dict)
     # LAE off: middle-band norm-fed layers go static without equalization (ablation)
     lae: bool = True
+    # the middle band's equalizer: FPTQ's LAE, or SmoothQuant's scale (alpha = quant.smoothquant_alpha)
+    # in its place (the reviewers' control inside the same layerwise picker)
+    equalizer: str = "lae"
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"act.bits must be in [2, 8], got {self.bits}")
@@ -86,6 +91,7 @@ class ActSpec:
             self.middle_band in MIDDLE_BAND,
             f"act.middle_band must be one of {MIDDLE_BAND}, got {self.middle_band!r}",
         )
+        _check(self.equalizer in EQUALIZERS, f"act.equalizer must be one of {EQUALIZERS}, got {self.equalizer!r}")
         for pattern, strategy in self.overrides.items():
             _check(
                 strategy in ("per_tensor_static", "per_token_dynamic", "lae_static", "none"),
@@ -118,6 +124,9 @@ class QuantScheme:
     smoothquant_alpha: float = 0.5  # SmoothQuant migration strength (Xiao et al. 2022)
     kv: KVSpec = field(default_factory=KVSpec)
     ignore: Tuple[str, ...] = ("lm_head",)  # fnmatch patterns on module names left in float
+    # a model class with no ArchSpec: fail, or quantize every linear with RTN weights and
+    # per-token dynamic activations (no equalization, no calibration), with a warning
+    on_unknown_arch: str = "error"
 
     def __post_init__(self):
         _check(bool(self.name), "quant.name must be a non-empty string")
@@ -129,6 +138,7 @@ class QuantScheme:
         )
         if self.weight is not None and self.weight.algo == "awq" and "smoothquant" in self.transforms:
             raise ValueError("AWQ already searches per-channel scales; do not combine it with smoothquant")
+        _check(self.on_unknown_arch in UNKNOWN_ARCH, f"quant.on_unknown_arch must be one of {UNKNOWN_ARCH}, got {self.on_unknown_arch!r}")
         object.__setattr__(self, "transforms", tuple(self.transforms))
         object.__setattr__(self, "ignore", tuple(self.ignore))
 

@@ -100,3 +100,28 @@ def test_fptq_beats_static_on_outliers(calib_ids):
         with torch.no_grad():
             res[name] = _sqnr(ref, model(eval_ids).logits)
     assert res["w4a8_fptq"] > res["w4a8_static"]
+
+
+def test_smoothquant_equalizer_in_the_picker(calib_ids):
+    model = tiny_model("llama")
+    scheme = QuantScheme("w4a8_fptq_sq", WeightSpec(4, "group", G), ActSpec(equalizer="smoothquant"))
+    report = quantize_model(model, scheme, calib_ids, batch_size=4, progress=False)
+    lae_band = [r for r in report.layers if r.strategy == "lae_static"]
+    assert lae_band and all(r.transform == "smoothquant" for r in lae_band)
+
+
+def test_unknown_architecture(calib_ids):
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(32, 16)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    scheme = QuantScheme("x", WeightSpec(4, "group", G), ActSpec())
+    with pytest.raises(NotImplementedError, match="ArchSpec"):
+        quantize_model(Toy(), scheme, calib_ids, progress=False)
+    toy = Toy()
+    report = quantize_model(toy, QuantScheme("x", WeightSpec(4, "group", G), ActSpec(), on_unknown_arch="dynamic"), calib_ids, progress=False)
+    assert isinstance(toy.fc, QuantLinear) and toy.fc.act_mode == "dynamic" and report.layers[0].strategy == "per_token_dynamic"

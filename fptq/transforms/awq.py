@@ -46,7 +46,7 @@ def awq_clip(X: torch.Tensor, W: torch.Tensor, spec: WeightSpec, steps: int = 20
     """Best clipping ratio per (output channel, group): (out, n_groups), 1.0 = no clipping."""
     X, W = X.float(), W.float()
     bounds = group_bounds(W.shape[1], spec.group)
-    best_err = torch.full((W.shape[0], len(bounds)), float("inf"))
+    best_err = torch.full((W.shape[0], len(bounds)), float("inf"), device=W.device)
     best = torch.ones_like(best_err)
     for k in range(steps):
         ratio = 1.0 - (1.0 - min_ratio) * k / max(steps - 1, 1)
