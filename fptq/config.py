@@ -32,6 +32,7 @@ class EvalSpec:
     # openbookqa, mmlu (57 subjects, `mmlu_shots`-shot)
     tasks: Tuple[str, ...] = ()
     limit: Optional[int] = None  # documents per task (None: all)
+    mmlu_limit: Optional[int] = None  # questions per MMLU subject (None: eval.limit)
     batch_size: int = 8
     mmlu_shots: int = 5
     task_source: str = "auto"  # auto (hub when reachable) | hub | local
@@ -47,6 +48,8 @@ class EvalSpec:
                 raise ValueError(f"unknown task {t!r}; known: {list(KNOWN_TASKS)}")
         if self.task_source not in ("auto", "hub", "local"):
             raise ValueError(f"eval.task_source must be auto, hub or local, got {self.task_source!r}")
+        if self.mmlu_limit is not None and self.mmlu_limit < 1:
+            raise ValueError(f"eval.mmlu_limit must be >= 1 or null, got {self.mmlu_limit}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"eval.limit must be >= 1 or null (all), got {self.limit}")
         if self.batch_size < 1 or self.mmlu_shots < 0:

@@ -137,6 +137,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             zeroshot = evaluate_tasks(
                 model, tok, list(spec.eval.tasks), data_spec=spec.data, cache_dir=spec.paths.cache_dir,
                 task_data=spec.eval.task_data, source=spec.eval.task_source, limit=spec.eval.limit,
+                mmlu_limit=spec.eval.mmlu_limit,
                 batch_size=spec.eval.batch_size, mmlu_shots=spec.eval.mmlu_shots, device=str(device), seed=spec.seed,
             )
             timings["tasks_s"] = zeroshot["summary"]["seconds"]

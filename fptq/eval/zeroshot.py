@@ -45,6 +45,7 @@ def evaluate_tasks(
     task_data: Optional[str] = None,
     source: str = "auto",
     limit: Optional[int] = None,
+    mmlu_limit: Optional[int] = None,
     batch_size: int = 8,
     mmlu_shots: int = 5,
     device: str = "cpu",
@@ -61,18 +62,22 @@ def evaluate_tasks(
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     use_hub = source == "hub" or (source == "auto" and data_spec.source != "local" and hub_reachable())
     runs = []
+    plain = [n for n in names if n != "mmlu"]
+    m_limit = mmlu_limit if mmlu_limit is not None else limit
     if use_hub:
-        plain = [n for n in names if n != "mmlu"]
         if plain:
-            runs.append(dict(tasks=plain, num_fewshot=None))
+            runs.append(dict(tasks=plain, num_fewshot=None, limit=limit))
         if "mmlu" in names:
-            runs.append(dict(tasks=["mmlu"], num_fewshot=mmlu_shots))
+            runs.append(dict(tasks=["mmlu"], num_fewshot=mmlu_shots, limit=m_limit))
     else:
-        runs.append(dict(tasks=_task_objects(names, data_spec, task_data, cache_dir, mmlu_shots), num_fewshot=None))
+        if plain:
+            runs.append(dict(tasks=_task_objects(plain, data_spec, task_data, cache_dir, mmlu_shots), num_fewshot=None, limit=limit))
+        if "mmlu" in names:
+            runs.append(dict(tasks=_task_objects(["mmlu"], data_spec, task_data, cache_dir, mmlu_shots), num_fewshot=None, limit=m_limit))
     results: Dict[str, Dict[str, Any]] = {}
     n_samples: Dict[str, int] = {}
     for run in runs:
-        out = simple_evaluate(model=lm, tasks=run["tasks"], num_fewshot=run["num_fewshot"], limit=limit,
+        out = simple_evaluate(model=lm, tasks=run["tasks"], num_fewshot=run["num_fewshot"], limit=run["limit"],
                               bootstrap_iters=1000, log_samples=False, random_seed=seed, numpy_random_seed=seed,
                               torch_random_seed=seed, fewshot_random_seed=seed)
         results.update(out["results"])
