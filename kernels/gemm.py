@@ -44,17 +44,23 @@ def _prune(configs, named_args, **kwargs):
     return small or out
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "GROUP", "W_BITS"],
-                 prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "SPLIT_K"],
+                 prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["C"])
 @triton.jit
 def _gemm_kernel(
     A, B, C, AS, WS, WZ, BIAS, M, N, K, M_BUCKET,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, stride_sg, stride_sn,
     GROUP: tl.constexpr, W_BITS: tl.constexpr, ASYM: tl.constexpr, HAS_BIAS: tl.constexpr, RAW: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    # split-K (decode): program pid_k covers a BLOCK_K-aligned slice of K and atomically adds its
+    # scaled partial result into a zeroed float32 output
+    k_per = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
+    k_lo = pid_k * k_per
+    k_hi = tl.minimum(k_lo + k_per, K)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = rm < M
@@ -63,7 +69,7 @@ def _gemm_kernel(
     acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     rowsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
     HALF: tl.constexpr = BLOCK_K // 2
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         if W_BITS == 4:
             rk2 = k0 // 2 + tl.arange(0, HALF)
             ke = 2 * rk2
@@ -113,18 +119,31 @@ def _gemm_kernel(
         a_s = tl.load(AS + rm, mask=m_ok, other=0.0)
         out = acc_f * a_s[:, None]
         if HAS_BIAS:
-            out += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(c_ptrs, out.to(C.dtype.element_ty), mask=c_mask)
+            bias = tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)
+            out += tl.where(pid_k == 0, bias, 0.0)[None, :]  # added once across the K splits
+        if SPLIT_K > 1:
+            tl.atomic_add(c_ptrs, out, mask=c_mask)
+        else:
+            tl.store(c_ptrs, out.to(C.dtype.element_ty), mask=c_mask)
 
 
 def _bucket(M: int) -> int:
     return min(triton.next_power_of_2(max(M, 1)), 4096)
 
 
-def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, out_dtype=torch.float16, raw: bool = False):
+def default_split_k(M: int, N: int, K: int) -> int:
+    """Decode shapes give too few (M, N) tiles to fill the GPU: split K across programs."""
+    if INTERPRET or M > 16:
+        return 1
+    return max(1, min(8, K // 1024))
+
+
+def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, out_dtype=torch.float16,
+         raw: bool = False, split_k=None):
     """a_q: (M, K) int8, a_scale: (M,) float32 -> (M, N) out_dtype, or int32 accumulators if raw.
 
     raw=True (per-channel weights only) returns the exact int32 accumulators sum_k a * (q - z).
+    split_k: programs along K (None: a heuristic, >1 only for decode-sized M on a GPU).
     """
     if a_q.dtype != torch.int8 or a_q.dim() != 2:
         raise ValueError("a_q must be a 2-D int8 tensor")
@@ -134,7 +153,11 @@ def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, o
     if raw and w.group_size != -1:
         raise ValueError("raw int32 accumulators are defined for per-channel weights only")
     N = w.out_features
-    c = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=a_q.device)
+    split = 1 if raw else (default_split_k(M, N, K) if split_k is None else int(split_k))
+    if split > 1:
+        c = torch.zeros((M, N), dtype=torch.float32, device=a_q.device)
+    else:
+        c = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=a_q.device)
     group = -1 if w.group_size == -1 or w.group_size >= K else w.group_size
     if group > 0 and group % 32:
         raise ValueError(f"kernel group size must be a multiple of 32, got {group}")
@@ -142,12 +165,12 @@ def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, o
     bias_t = bias if bias is not None else w.scale
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))
+        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), split)
 
     _gemm_kernel[grid](
         a_q, w.data, c, a_scale, w.scale, zero, bias_t, M, N, K, _bucket(M),
         a_q.stride(0), a_q.stride(1), w.data.stride(0), w.data.stride(1), c.stride(0), c.stride(1),
         w.scale.stride(0), w.scale.stride(1),
-        GROUP=group, W_BITS=w.bits, ASYM=w.zero is not None, HAS_BIAS=bias is not None, RAW=raw,
+        GROUP=group, W_BITS=w.bits, ASYM=w.zero is not None, HAS_BIAS=bias is not None, RAW=raw, SPLIT_K=split,
     )
-    return c
+    return c.to(out_dtype) if split > 1 else c

@@ -73,6 +73,20 @@ def test_gemm_output_close_to_reference(bits, group, sym, M, N, K):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("group", [-1, 32])
+def test_split_k_matches_single_program(group):
+    from fptq.kernels.gemm import gemm
+
+    w, _ = _weight(32, 160, 4, group, True, seed=4)
+    x = torch.randn(3, 160, generator=torch.Generator().manual_seed(2))
+    a, s = quant_act_per_token_ref(x)
+    bias = torch.randn(32)
+    one = gemm(a, s, w, bias=bias, out_dtype=torch.float32, split_k=1)
+    split = gemm(a, s, w, bias=bias, out_dtype=torch.float32, split_k=3)  # 160 = 5 blocks of 32 over 3 programs
+    torch.testing.assert_close(split, one, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(split, gemm_ref(a, s, w, bias), rtol=1e-4, atol=1e-4)
+
+
 def test_quantlinear_triton_backend_matches_reference():
     """A W4A8 QuantLinear gives the same output through the Triton path as the reference path
     (same int8 codes except on exact rounding ties, which random inputs do not hit)."""
