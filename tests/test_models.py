@@ -54,3 +54,28 @@ def test_smollm2_tokenizer_and_perplexity(shared_data, tmp_path_factory):
     res = perplexity(model, ids, seqlen=512, max_windows=4, progress=False)
     assert 10 < res.ppl < 40, res.ppl  # fp32, 4 windows of 512
     assert torch.isfinite(torch.tensor(res.ppl))
+
+
+@pytest.mark.slow
+def test_smollm2_fptq_end_to_end(shared_data, tmp_path_factory):
+    """Real model, real activations: FPTQ picks per-layer strategies and stays usable."""
+    _smollm2_or_skip()
+    import os
+
+    from fptq.data import CalibSpec, DataSpec, calibration_ids, eval_tokens
+    from fptq.eval.perplexity import perplexity
+    from fptq.pipeline import quantize_model
+    from fptq.scheme import ActSpec, QuantScheme, WeightSpec
+
+    cache = os.environ.get("FPTQ_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    model, tok = load_model(ModelSpec(name="smollm2-135m", source="smollm2_gguf"), cache)
+    data = DataSpec(source="local", root=str(shared_data))
+    ids = eval_tokens("wikitext2", tok, data, 512)
+    fp = perplexity(model, ids, seqlen=512, max_windows=2, progress=False).ppl
+    calib = calibration_ids(CalibSpec(n_samples=16, seqlen=256), tok, data, model.config.vocab_size)
+    report = quantize_model(model, QuantScheme("w4a8_fptq", WeightSpec(4, "group", 128), ActSpec()), calib, progress=False)
+    s = report.summary()
+    assert s["layers"] == 210 and s["ragged_group_layers"] == 180  # q/k/v/o/gate/up: 576 = 4.5 x 128
+    assert s["strategy_counts"].get("per_token_dynamic", 0) >= 1  # some down_proj ranges are in the hundreds
+    q = perplexity(model, ids, seqlen=512, max_windows=2, progress=False).ppl
+    assert fp < q < 4 * fp, (fp, q)
