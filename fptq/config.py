@@ -19,6 +19,7 @@ from fptq.runlog import LoggerSpec
 from fptq.scheme import ActSpec, KVSpec, QuantScheme, WeightSpec
 
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("reference", "triton")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RunSpec:
     experiment_name: str = "adhoc"
     seed: int = 0
     device: str = "auto"
+    backend: str = "reference"  # quantized linears: reference (float simulation) | triton (packed W4A8/W8A8 kernels)
     model: ModelSpec = field(default_factory=ModelSpec)
     quant: QuantScheme = field(default_factory=QuantScheme)
     calib: CalibSpec = field(default_factory=CalibSpec)
@@ -85,6 +87,8 @@ class RunSpec:
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 # ---- schema generation: frozen dataclass -> mutable OmegaConf-friendly dataclass -------------

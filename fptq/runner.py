@@ -127,6 +127,14 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             report = quantize_model(model, scheme, calib, batch_size=spec.calib.batch_size, seed=spec.seed,
                                     progress=spec.eval.progress, propagate=spec.calib.propagate)
             timings["quantize_s"] = report.seconds
+        if spec.backend == "triton" and report is not None:
+            import os
+
+            if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                raise RuntimeError("backend=triton needs a CUDA device (or TRITON_INTERPRET=1 on CPU, very slow)")
+            from fptq.kernels.linear import set_backend
+
+            log.info("triton backend on %d quantized linears", set_backend(model, "triton"))
         t = time.perf_counter()
         metrics = ppl_all(scheme.name)
         timings["eval_s"] = time.perf_counter() - t
@@ -161,6 +169,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             "quant_summary": report.summary() if report else None,
             "timings": timings,
             "device": str(device),
+            "backend": spec.backend,
             "versions": versions(),
             "git_commit": git_commit(),
             "output_dir": str(out.resolve()),

@@ -63,3 +63,11 @@ def test_run_with_lm_eval_tasks_records_accuracy(tmp_path, shared_data):
     assert set(result["metrics"]["tasks"]) == {"piqa", "boolq"}
     row = ResultStore(str(tmp_path / "results")).read()[0]
     assert 0 <= row["piqa_acc"] <= 1 and "piqa_acc_stderr" in row and row["commonsense_tasks"] == 2
+
+
+def test_triton_backend_run_in_interpreter(tmp_path):
+    """backend=triton runs the quantized model's linears through the packed kernels."""
+    _run([f"hydra.run.dir={tmp_path / 'out'}", "backend=triton", "quant=w4a8_rtn", "eval.max_windows=1",
+          "eval.seqlen=32", "eval.baseline=false"], tmp_path)
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["backend"] == "triton" and result["metrics"]["ppl"]["wikitext2"]["ppl"] > 1
