@@ -1,6 +1,6 @@
 """Heatmap of WikiText-2 perplexity over FPTQ's thresholds (experiment ablation_v0v1).
 
-    python analysis/plot_v0v1.py --results results --out v0v1.png
+python analysis/plot_v0v1.py --results results --out v0v1.png
 """
 
 import argparse

@@ -26,8 +26,15 @@ from fptq.qlinear import QuantLinear  # noqa: E402
 def build(layers: int, hidden: int, inter: int, heads: int, kv_heads: int, dtype, device):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
-                      num_key_value_heads=kv_heads, vocab_size=32000, max_position_embeddings=4096)
+    cfg = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
@@ -39,8 +46,16 @@ def to_w4a8(model, group: int):
         for name, lin in list(layer.named_modules()):
             if isinstance(lin, torch.nn.Linear):
                 q, s, z = quantize_weight(lin.weight.float(), 4, group, True)
-                ql = QuantLinear(lin.weight.data, lin.bias, qweight=q, w_scale=s, w_zero=z, w_bits=4, group_size=group,
-                                 act_mode="dynamic")
+                ql = QuantLinear(
+                    lin.weight.data,
+                    lin.bias,
+                    qweight=q,
+                    w_scale=s,
+                    w_zero=z,
+                    w_bits=4,
+                    group_size=group,
+                    act_mode="dynamic",
+                )
                 ql.weight = None  # the triton path reads only the packed weight: free the dense copy
                 layer.set_submodule(name, ql)
     set_backend(model, "triton")
@@ -104,13 +119,32 @@ def main():
         return
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU (or --smoke)")
-    kw = dict(layers=args.layers, hidden=4096, inter=11008, heads=32, kv_heads=32, dtype=torch.bfloat16, device="cuda")
-    res = {"device": torch.cuda.get_device_name(), "layers": args.layers, "group": args.group, "torch": torch.__version__}
+    kw = dict(
+        layers=args.layers,
+        hidden=4096,
+        inter=11008,
+        heads=32,
+        kv_heads=32,
+        dtype=torch.bfloat16,
+        device="cuda",
+    )
+    res = {
+        "device": torch.cuda.get_device_name(),
+        "layers": args.layers,
+        "group": args.group,
+        "torch": torch.__version__,
+    }
     res["bf16"] = measure(build(**kw), "cuda", [1, 16], 512, 2048, 10)
     torch.cuda.empty_cache()
     res["w4a8_triton"] = measure(to_w4a8(build(**kw), args.group), "cuda", [1, 16], 512, 2048, 10)
-    res["speedup"] = {k: (res["w4a8_triton"][k] / res["bf16"][k] if "tok_per_s" in k else res["bf16"][k] / res["w4a8_triton"][k])
-                      for k in res["bf16"]}
+    res["speedup"] = {
+        k: (
+            res["w4a8_triton"][k] / res["bf16"][k]
+            if "tok_per_s" in k
+            else res["bf16"][k] / res["w4a8_triton"][k]
+        )
+        for k in res["bf16"]
+    }
     print(json.dumps(res, indent=1))
     out = Path(args.out or f"benchmarks/results/e2e_{res['device'].replace(' ', '_')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -61,9 +61,9 @@ def run(ms, shapes, device, interpret, check=True):
         for M in ms:
             x = torch.randn(M, K, device=device, dtype=dt)
             flops = 2 * M * N * K
-            res = {"bf16_cublas": lambda: x @ Wb.T}
+            res = {"bf16_cublas": lambda x=x, Wb=Wb: x @ Wb.T}
 
-            def int_mm(x=x):
+            def int_mm(x=x, M=M, w8=w8, packs=packs):
                 a, s = torch_act_quant(x)
                 Mp = max(M, 17)  # torch._int_mm needs M > 16
                 if Mp != M:
@@ -73,6 +73,7 @@ def run(ms, shapes, device, interpret, check=True):
             if not interpret:
                 res["torch_int_mm_w8a8"] = int_mm
             for name, pw in packs.items():
+
                 def ours(x=x, pw=pw):
                     a, s = quant_act(x)
                     return gemm(a, s, pw, out_dtype=dt)
@@ -89,9 +90,21 @@ def run(ms, shapes, device, interpret, check=True):
             for name, fn in res.items():
                 ms_ = timeit(fn, interpret)
                 base = ms_ if name == "bf16_cublas" else base
-                rows.append({"M": M, "N": N, "K": K, "kernel": name, "ms": round(ms_, 5),
-                             "tflops": round(flops / ms_ / 1e9, 2), "speedup_vs_bf16": round(base / ms_, 3)})
-                print(f"M={M:5d} N={N:5d} K={K:5d} {name:20s} {ms_:9.4f} ms {flops / ms_ / 1e9:8.1f} TFLOP/s x{base / ms_:.2f}", flush=True)
+                rows.append(
+                    {
+                        "M": M,
+                        "N": N,
+                        "K": K,
+                        "kernel": name,
+                        "ms": round(ms_, 5),
+                        "tflops": round(flops / ms_ / 1e9, 2),
+                        "speedup_vs_bf16": round(base / ms_, 3),
+                    }
+                )
+                print(
+                    f"M={M:5d} N={N:5d} K={K:5d} {name:20s} {ms_:9.4f} ms {flops / ms_ / 1e9:8.1f} TFLOP/s x{base / ms_:.2f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -103,9 +116,13 @@ def plot(rows, path, device_name):
 
     shapes = sorted({(r["N"], r["K"]) for r in rows})
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.6), squeeze=False)
-    for ax, (N, K) in zip(axes[0], shapes):
+    for ax, (N, K) in zip(axes[0], shapes, strict=True):
         for kern in sorted({r["kernel"] for r in rows}):
-            pts = sorted((r["M"], r["speedup_vs_bf16"]) for r in rows if (r["N"], r["K"]) == (N, K) and r["kernel"] == kern)
+            pts = sorted(
+                (r["M"], r["speedup_vs_bf16"])
+                for r in rows
+                if (r["N"], r["K"]) == (N, K) and r["kernel"] == kern
+            )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kern)
         ax.set_xscale("log", base=2)
         ax.axhline(1.0, color="gray", lw=0.8)
@@ -123,8 +140,9 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
     args = ap.parse_args()
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if args.smoke:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("--smoke needs TRITON_INTERPRET=1")
         rows = run([1, 16], [(64, 128)], "cpu", True)
         print(f"smoke ok: {len(rows)} rows")
         return

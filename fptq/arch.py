@@ -58,7 +58,9 @@ def _llama_like(norm_kind: str) -> ArchSpec:
     return ArchSpec(
         blocks="model.layers",
         groups=(
-            FoldGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), norm_kind),
+            FoldGroup(
+                "input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), norm_kind
+            ),
             FoldGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), norm_kind),
             FoldGroup("mlp.up_proj", ("mlp.down_proj",), "linear"),
         ),
@@ -70,7 +72,9 @@ def _llama_like(norm_kind: str) -> ArchSpec:
 _OPT = ArchSpec(
     blocks="model.decoder.layers",
     groups=(
-        FoldGroup("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "layernorm"),
+        FoldGroup(
+            "self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "layernorm"
+        ),
         FoldGroup("final_layer_norm", ("fc1",), "layernorm"),
     ),
     k_proj="self_attn.k_proj",

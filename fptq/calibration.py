@@ -46,7 +46,9 @@ Batch = Tuple[torch.Tensor, tuple, dict]  # (hidden_states, other positional arg
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, first_block: nn.Module, input_ids: torch.Tensor, batch_size: int) -> List[Batch]:
+def capture_block_inputs(
+    model: nn.Module, first_block: nn.Module, input_ids: torch.Tensor, batch_size: int
+) -> List[Batch]:
     """Inputs (hidden states, args, kwargs) of the first decoder block, one entry per batch."""
     batches: List[Batch] = []
 

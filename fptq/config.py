@@ -75,7 +75,9 @@ class RunSpec:
     experiment_name: str = "adhoc"
     seed: int = 0
     device: str = "auto"
-    backend: str = "reference"  # quantized linears: reference (float simulation) | triton (packed W4A8/W8A8 kernels)
+    backend: str = (
+        "reference"  # quantized linears: reference (float simulation) | triton (packed W4A8/W8A8 kernels)
+    )
     model: ModelSpec = field(default_factory=ModelSpec)
     quant: QuantScheme = field(default_factory=QuantScheme)
     calib: CalibSpec = field(default_factory=CalibSpec)
@@ -183,6 +185,18 @@ def register_configs() -> None:
 
 
 __all__ = [
-    "ActSpec", "CalibSpec", "DataSpec", "EvalSpec", "KVSpec", "LoggerSpec", "ModelSpec", "PathsSpec",
-    "QuantScheme", "RunSpec", "WeightSpec", "register_configs", "schema_of", "to_run_spec",
+    "ActSpec",
+    "CalibSpec",
+    "DataSpec",
+    "EvalSpec",
+    "KVSpec",
+    "LoggerSpec",
+    "ModelSpec",
+    "PathsSpec",
+    "QuantScheme",
+    "RunSpec",
+    "WeightSpec",
+    "register_configs",
+    "schema_of",
+    "to_run_spec",
 ]

@@ -64,7 +64,9 @@ class CalibSpec:
         if self.source not in CALIB_SOURCES:
             raise ValueError(f"calib.source must be one of {CALIB_SOURCES}, got {self.source!r}")
         if self.n_samples < 1 or self.seqlen < 2:
-            raise ValueError(f"calib needs n_samples >= 1 and seqlen >= 2, got {self.n_samples}, {self.seqlen}")
+            raise ValueError(
+                f"calib needs n_samples >= 1 and seqlen >= 2, got {self.n_samples}, {self.seqlen}"
+            )
 
 
 def shared_data_root(spec: DataSpec) -> Optional[Path]:
@@ -100,8 +102,12 @@ def _use_hub(name: str, spec: DataSpec) -> bool:
     if hub_reachable():
         return True
     if spec.source == "hub":
-        raise RuntimeError(f"{name}: data.source=hub but the Hugging Face hub is unreachable; use data.source=auto or local")
-    log.info("%s: the Hugging Face hub is unreachable; loading the local copy %s", name, local_file(name, spec))
+        raise RuntimeError(
+            f"{name}: data.source=hub but the Hugging Face hub is unreachable; use data.source=auto or local"
+        )
+    log.info(
+        "%s: the Hugging Face hub is unreachable; loading the local copy %s", name, local_file(name, spec)
+    )
     return False
 
 
@@ -132,7 +138,11 @@ def _c4_docs(spec: DataSpec, split: str) -> List[str]:
     if _use_hub(name, spec):
         from datasets import load_dataset
 
-        shard = "en/c4-validation.00000-of-00008.json.gz" if split == "validation" else "en/c4-train.00000-of-01024.json.gz"
+        shard = (
+            "en/c4-validation.00000-of-00008.json.gz"
+            if split == "validation"
+            else "en/c4-train.00000-of-01024.json.gz"
+        )
         return load_dataset("allenai/c4", data_files={split: shard}, split=split)["text"]
     return [d["text"] for d in _read_jsonl(local_file(name, spec))]
 

@@ -22,7 +22,9 @@ def fake_quant_heads(y: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
 
 def add_kv_quant(block: nn.Module, arch, config, bits: int) -> None:
     if not (arch.k_proj and arch.v_proj):
-        raise NotImplementedError(f"KV quantization needs k_proj/v_proj names in the ArchSpec of {type(block).__name__}")
+        raise NotImplementedError(
+            f"KV quantization needs k_proj/v_proj names in the ArchSpec of {type(block).__name__}"
+        )
     dim = head_dim(config)
     for name in (arch.k_proj, arch.v_proj):
         block.get_submodule(name).register_forward_hook(lambda m, a, out: fake_quant_heads(out, dim, bits))

@@ -86,10 +86,16 @@ def _from_folder(folder: str, spec: ModelSpec, cache_dir: Optional[str] = None):
     tok_file = Path(folder) / "tokenizer.json"
     if tok_file.is_file():
         # Always the fast tokenizer: some transformers versions load a slow one that drops spaces.
-        cfg = json.loads((Path(folder) / "tokenizer_config.json").read_text()) if (
-            Path(folder) / "tokenizer_config.json"
-        ).is_file() else {}
-        special = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(cfg.get(k), str)}
+        cfg = (
+            json.loads((Path(folder) / "tokenizer_config.json").read_text())
+            if (Path(folder) / "tokenizer_config.json").is_file()
+            else {}
+        )
+        special = {
+            k: cfg[k]
+            for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+            if isinstance(cfg.get(k), str)
+        }
         tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), **special)
     else:
         tok = AutoTokenizer.from_pretrained(folder, cache_dir=cache_dir)
@@ -145,8 +151,14 @@ def _save_fixed_tokenizer(tok, folder: Path) -> None:
     backend = tok.backend_tokenizer
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     backend.save(str(folder / "tokenizer.json"))
-    cfg = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
-           "pad_token": "<|im_end|>", "add_bos_token": False, "add_eos_token": False}
+    cfg = {
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|im_end|>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
 
 

@@ -7,7 +7,7 @@ Blocks are processed one at a time and each block's quantized output feeds the n
 import fnmatch
 import logging
 import time
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,10 @@ def quantize_model(
         return _fallback_dynamic(model, scheme, report, t0)
     foldable = arch.can_fold(model.config)
     if not foldable and scheme.act is not None:
-        log.warning("%s: norms cannot absorb scales in this configuration; no LAE/SmoothQuant folding", type(model).__name__)
+        log.warning(
+            "%s: norms cannot absorb scales in this configuration; no LAE/SmoothQuant folding",
+            type(model).__name__,
+        )
     blocks = model.get_submodule(arch.blocks)
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size)
     for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
@@ -72,9 +75,14 @@ def quantize_model(
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         float_out = [] if propagate == "float" else None
         stats = collect_stats(
-            block, linears, batches,
+            block,
+            linears,
+            batches,
             hessian=scheme.weight is not None and scheme.weight.algo == "gptq",
-            sample_rows=sample_rows, block_name=prefix, seed=seed + bi, outputs=float_out,
+            sample_rows=sample_rows,
+            block_name=prefix,
+            seed=seed + bi,
+            outputs=float_out,
         )
         quantized = {n: m for n, m in linears.items() if not _ignored(f"{prefix}.{n}", scheme.ignore)}
         v = {n: stats[n].v for n in linears}
@@ -87,13 +95,24 @@ def quantize_model(
             block.set_submodule(n, ql)
             W0, X0 = ref[n]
             out_ref = X0 @ W0.float().T
-            out_q = ql(stats[n].sample_tensor().to(ql.weight.dtype)).float() - (0 if ql.bias is None else ql.bias.float())
-            report.add(LayerRecord(
-                name=f"{prefix}.{n}", v=v[n], strategy=modes[n], act=ql.act_mode,
-                transform=smooth.get(n, "none"), w_bits=ql.w_bits, group_size=ql.group_size,
-                ragged_group=ragged, weight_sqnr=wsqnr, output_sqnr=sqnr_db(out_ref, out_q),
-                act_scale=None if ql.act_scale is None else float(ql.act_scale),
-            ))
+            out_q = ql(stats[n].sample_tensor().to(ql.weight.dtype)).float() - (
+                0 if ql.bias is None else ql.bias.float()
+            )
+            report.add(
+                LayerRecord(
+                    name=f"{prefix}.{n}",
+                    v=v[n],
+                    strategy=modes[n],
+                    act=ql.act_mode,
+                    transform=smooth.get(n, "none"),
+                    w_bits=ql.w_bits,
+                    group_size=ql.group_size,
+                    ragged_group=ragged,
+                    weight_sqnr=wsqnr,
+                    output_sqnr=sqnr_db(out_ref, out_q),
+                    act_scale=None if ql.act_scale is None else float(ql.act_scale),
+                )
+            )
         if scheme.kv.bits:
             add_kv_quant(block, arch, model.config, scheme.kv.bits)
         del stats, ref
@@ -106,11 +125,21 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
     """No ArchSpec: RTN weights and per-token dynamic activations on every linear, no calibration."""
     w = scheme.weight
     if w is not None and w.algo != "rtn":
-        raise NotImplementedError(f"{type(model).__name__} has no ArchSpec: {w.algo} needs one (only rtn can fall back)")
-    log.warning("%s has no ArchSpec: falling back to per-token dynamic activations on every linear, "
-                "no equalization (add a mapping to fptq.arch.ARCHS for the real scheme)", type(model).__name__)
+        raise NotImplementedError(
+            f"{type(model).__name__} has no ArchSpec: {w.algo} needs one (only rtn can fall back)"
+        )
+    log.warning(
+        "%s has no ArchSpec: falling back to per-token dynamic activations on every linear, "
+        "no equalization (add a mapping to fptq.arch.ARCHS for the real scheme)",
+        type(model).__name__,
+    )
     if scheme.act is not None:
-        scheme = QuantScheme(**{**scheme.__dict__, "act": type(scheme.act)(**{**scheme.act.__dict__, "strategy": "per_token_dynamic"})})
+        scheme = QuantScheme(
+            **{
+                **scheme.__dict__,
+                "act": type(scheme.act)(**{**scheme.act.__dict__, "strategy": "per_token_dynamic"}),
+            }
+        )
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
         if _ignored(name, scheme.ignore):
             continue
@@ -118,9 +147,20 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
         mode = DYNAMIC if scheme.act is not None else NONE
         ql, wsqnr, ragged = _quantize_linear(lin, st, mode, scheme, name)
         model.set_submodule(name, ql)
-        report.add(LayerRecord(name=name, v=float("nan"), strategy=mode, act=ql.act_mode, transform="none",
-                               w_bits=ql.w_bits, group_size=ql.group_size, ragged_group=ragged, weight_sqnr=wsqnr,
-                               output_sqnr=float("nan")))
+        report.add(
+            LayerRecord(
+                name=name,
+                v=float("nan"),
+                strategy=mode,
+                act=ql.act_mode,
+                transform="none",
+                w_bits=ql.w_bits,
+                group_size=ql.group_size,
+                ragged_group=ragged,
+                weight_sqnr=wsqnr,
+                output_sqnr=float("nan"),
+            )
+        )
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -136,7 +176,9 @@ def _plan(arch: ArchSpec, foldable: bool, prefix: str, linears, stats, scheme: Q
     return modes
 
 
-def _apply_transforms(block, arch, foldable, linears, stats: Dict[str, ChannelStats], modes, scheme) -> Dict[str, str]:
+def _apply_transforms(
+    block, arch, foldable, linears, stats: Dict[str, ChannelStats], modes, scheme
+) -> Dict[str, str]:
     """Fold equalization scales into the block; keep the statistics in sync. Returns name -> transform."""
     applied: Dict[str, str] = {}
 
@@ -151,14 +193,22 @@ def _apply_transforms(block, arch, foldable, linears, stats: Dict[str, ChannelSt
     if "smoothquant" in scheme.transforms:
         for g in norm_groups:
             x = stats[g.linears[0]].absmax
-            fold(g, smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha), "smoothquant")
+            fold(
+                g,
+                smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha),
+                "smoothquant",
+            )
     for g in norm_groups:
         if any(modes[m] == LAE for m in g.linears):
             x = stats[g.linears[0]].absmax
             if scheme.act.equalizer == "lae":
                 fold(g, lae_scale(x), "lae")
             else:
-                fold(g, smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha), "smoothquant")
+                fold(
+                    g,
+                    smoothquant_scale(x, [linears[m].weight for m in g.linears], scheme.smoothquant_alpha),
+                    "smoothquant",
+                )
     if scheme.weight is not None and scheme.weight.algo == "awq":
         for g in arch.groups:
             if not all(m in linears for m in g.linears) or (g.norm_fed and not foldable):
@@ -176,10 +226,14 @@ def _quantize_linear(lin: nn.Linear, st: ChannelStats, mode: str, scheme: QuantS
     kwargs = {}
     if w is not None:
         if w.granularity == "group" and w.group_size > W.shape[1]:
-            raise ValueError(f"{name}: weight.group_size={w.group_size} exceeds the layer's {W.shape[1]} input features")
+            raise ValueError(
+                f"{name}: weight.group_size={w.group_size} exceeds the layer's {W.shape[1]} input features"
+            )
         ragged = len(group_bounds(W.shape[1], w.group)) > 1 and W.shape[1] % w.group != 0
         if w.algo == "gptq":
-            q, sc, z = gptq_quantize(W, st.H, w.bits, w.group, w.symmetric, w.damp, w.block_size, w.act_order, name)
+            q, sc, z = gptq_quantize(
+                W, st.H, w.bits, w.group, w.symmetric, w.damp, w.block_size, w.act_order, name
+            )
         else:
             clip = awq_clip(st.sample_tensor(), W, w) if w.algo == "awq" and w.awq_clip else None
             q, sc, z = rtn_quantize(W, w.bits, w.group, w.symmetric, clip)
@@ -194,13 +248,3 @@ def _quantize_linear(lin: nn.Linear, st: ChannelStats, mode: str, scheme: QuantS
             act_scale = st.absmax.max().clamp(min=1e-8) / (2 ** (act_bits - 1) - 1)
     ql = QuantLinear(W, lin.bias, act_mode=act_mode, act_bits=act_bits, act_scale=act_scale, **kwargs)
     return ql, wsqnr, ragged
-
-
-def strategy_counts(records: List[LayerRecord]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for r in records:
-        out[r.strategy] = out.get(r.strategy, 0) + 1
-    return out
-
-
-__all__ = ["quantize_model", "strategy_counts", "DYNAMIC"]

@@ -43,7 +43,9 @@ class QuantLinear(nn.Module):
         self.act_mode, self.act_bits = act_mode, act_bits
         dtype = weight.dtype
         if qweight is not None:
-            weight = dequantize_weight(qweight.float(), w_scale.float(), None if w_zero is None else w_zero.float(), group_size).to(dtype)
+            weight = dequantize_weight(
+                qweight.float(), w_scale.float(), None if w_zero is None else w_zero.float(), group_size
+            ).to(dtype)
             self.register_buffer("qweight", qweight.to(torch.int8))
             self.register_buffer("w_scale", w_scale.float())
             self.register_buffer("w_zero", None if w_zero is None else w_zero.float())
@@ -51,7 +53,9 @@ class QuantLinear(nn.Module):
             self.qweight = self.w_scale = self.w_zero = None
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.register_buffer("act_scale", None if act_scale is None else act_scale.detach().float().reshape(()))
+        self.register_buffer(
+            "act_scale", None if act_scale is None else act_scale.detach().float().reshape(())
+        )
         self.backend = "reference"
         self._packed = None
 

@@ -31,7 +31,10 @@ class QuantReport:
         self.layers.append(rec)
 
     def rows(self) -> List[Dict]:
-        return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(r).items()} for r in self.layers]
+        return [
+            {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(r).items()}
+            for r in self.layers
+        ]
 
     def summary(self) -> Dict:
         counts: Dict[str, int] = {}

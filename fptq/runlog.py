@@ -53,8 +53,14 @@ class WandbLogger:
             import wandb
 
             self.run = wandb.init(
-                project=spec.project, entity=spec.entity, group=group, name=name, config=config,
-                mode=mode, dir=spec.dir or out_dir, reinit="finish_previous",
+                project=spec.project,
+                entity=spec.entity,
+                group=group,
+                name=name,
+                config=config,
+                mode=mode,
+                dir=spec.dir or out_dir,
+                reinit="finish_previous",
             )
             log.info("W&B run %s (mode=%s)", name, mode)
         except Exception as e:  # never lose a result because of W&B

@@ -28,8 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def git_commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=REPO, capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno"], cwd=REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -38,8 +42,12 @@ def git_commit() -> str:
 def versions() -> Dict[str, str]:
     import transformers
 
-    out = {"fptq": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__}
+    out = {
+        "fptq": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     try:
         import lm_eval
 
@@ -103,8 +111,18 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         streams = {d: eval_tokens(d, tok, spec.data, spec.eval.seqlen) for d in spec.eval.datasets}
 
         def ppl_all(tag: str) -> Dict[str, Dict[str, Any]]:
-            return {d: perplexity(model, ids, spec.eval.seqlen, spec.eval.max_windows, bos, spec.eval.progress,
-                                  desc=f"{tag} {d}").as_dict() for d, ids in streams.items()}
+            return {
+                d: perplexity(
+                    model,
+                    ids,
+                    spec.eval.seqlen,
+                    spec.eval.max_windows,
+                    bos,
+                    spec.eval.progress,
+                    desc=f"{tag} {d}",
+                ).as_dict()
+                for d, ids in streams.items()
+            }
 
         baseline: Dict[str, Any] = {}
         cache = BaselineCache(spec.paths.cache_dir)
@@ -114,8 +132,15 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
                 key = baseline_key(spec, d)
                 baseline[d] = cache.get(key)
                 if baseline[d] is None:
-                    baseline[d] = perplexity(model, streams[d], spec.eval.seqlen, spec.eval.max_windows, bos,
-                                             spec.eval.progress, desc=f"fp {d}").as_dict()
+                    baseline[d] = perplexity(
+                        model,
+                        streams[d],
+                        spec.eval.seqlen,
+                        spec.eval.max_windows,
+                        bos,
+                        spec.eval.progress,
+                        desc=f"fp {d}",
+                    ).as_dict()
                     cache.put(key, baseline[d])
             timings["baseline_eval_s"] = time.perf_counter() - t
 
@@ -124,14 +149,23 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         if not scheme.is_float:
             calib = calibration_ids(spec.calib, tok, spec.data, model.config.vocab_size)
             timings["calib_data_s"] = time.perf_counter() - t
-            report = quantize_model(model, scheme, calib, batch_size=spec.calib.batch_size, seed=spec.seed,
-                                    progress=spec.eval.progress, propagate=spec.calib.propagate)
+            report = quantize_model(
+                model,
+                scheme,
+                calib,
+                batch_size=spec.calib.batch_size,
+                seed=spec.seed,
+                progress=spec.eval.progress,
+                propagate=spec.calib.propagate,
+            )
             timings["quantize_s"] = report.seconds
         if spec.backend == "triton" and report is not None:
             import os
 
             if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-                raise RuntimeError("backend=triton needs a CUDA device (or TRITON_INTERPRET=1 on CPU, very slow)")
+                raise RuntimeError(
+                    "backend=triton needs a CUDA device (or TRITON_INTERPRET=1 on CPU, very slow)"
+                )
             from fptq.kernels.linear import set_backend
 
             log.info("triton backend on %d quantized linears", set_backend(model, "triton"))
@@ -143,10 +177,19 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             from fptq.eval.zeroshot import evaluate_tasks
 
             zeroshot = evaluate_tasks(
-                model, tok, list(spec.eval.tasks), data_spec=spec.data, cache_dir=spec.paths.cache_dir,
-                task_data=spec.eval.task_data, source=spec.eval.task_source, limit=spec.eval.limit,
+                model,
+                tok,
+                list(spec.eval.tasks),
+                data_spec=spec.data,
+                cache_dir=spec.paths.cache_dir,
+                task_data=spec.eval.task_data,
+                source=spec.eval.task_source,
+                limit=spec.eval.limit,
                 mmlu_limit=spec.eval.mmlu_limit,
-                batch_size=spec.eval.batch_size, mmlu_shots=spec.eval.mmlu_shots, device=str(device), seed=spec.seed,
+                batch_size=spec.eval.batch_size,
+                mmlu_shots=spec.eval.mmlu_shots,
+                device=str(device),
+                seed=spec.seed,
             )
             timings["tasks_s"] = zeroshot["summary"]["seconds"]
         if scheme.is_float:
@@ -163,8 +206,11 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             "scheme": scheme.name,
             "spec": asdict(spec),
             "overrides": overrides,
-            "metrics": {"ppl": metrics, "tasks": (zeroshot or {}).get("tasks", {}),
-                        "task_summary": (zeroshot or {}).get("summary", {})},
+            "metrics": {
+                "ppl": metrics,
+                "tasks": (zeroshot or {}).get("tasks", {}),
+                "task_summary": (zeroshot or {}).get("summary", {}),
+            },
             "baseline": {"ppl": baseline},
             "quant_summary": report.summary() if report else None,
             "timings": timings,
@@ -178,11 +224,17 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         if report is not None:
             (out / "quant_report.json").write_text(report.to_json())
         ResultStore(spec.paths.results_dir).append(store_row(result, spec))
-        logger.log({f"ppl/{d}": r["ppl"] for d, r in metrics.items()} | {f"fp_ppl/{d}": (r or {}).get("ppl") for d, r in baseline.items()} | timings)
+        logger.log(
+            {f"ppl/{d}": r["ppl"] for d, r in metrics.items()}
+            | {f"fp_ppl/{d}": (r or {}).get("ppl") for d, r in baseline.items()}
+            | timings
+        )
         if report is not None:
             logger.log_table("quant_report", report.rows())
         if zeroshot:
-            logger.log({f"task/{k}": v for k, v in zeroshot["summary"].items() if isinstance(v, (int, float))})
+            logger.log(
+                {f"task/{k}": v for k, v in zeroshot["summary"].items() if isinstance(v, (int, float))}
+            )
             logger.log_table("tasks", [{"task": k, **v} for k, v in zeroshot["tasks"].items()])
         return result
     finally:
@@ -193,17 +245,30 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
     """One flat row of the results store (what analysis/ reads)."""
     q = spec.quant
     row = {
-        "run_id": result["run_id"], "finished_at": result["finished_at"], "experiment": spec.experiment_name,
-        "model": spec.model.name, "scheme": q.name,
-        "w_bits": q.weight.bits if q.weight else 16, "w_algo": q.weight.algo if q.weight else None,
+        "run_id": result["run_id"],
+        "finished_at": result["finished_at"],
+        "experiment": spec.experiment_name,
+        "model": spec.model.name,
+        "scheme": q.name,
+        "w_bits": q.weight.bits if q.weight else 16,
+        "w_algo": q.weight.algo if q.weight else None,
         "group_size": q.weight.group if q.weight else None,
-        "a_bits": q.act.bits if q.act else 16, "act_strategy": q.act.strategy if q.act else None,
-        "v0": q.act.v0 if q.act else None, "v1": q.act.v1 if q.act else None,
-        "middle_band": q.act.middle_band if q.act else None, "kv_bits": q.kv.bits or 16,
+        "a_bits": q.act.bits if q.act else 16,
+        "act_strategy": q.act.strategy if q.act else None,
+        "v0": q.act.v0 if q.act else None,
+        "v1": q.act.v1 if q.act else None,
+        "middle_band": q.act.middle_band if q.act else None,
+        "kv_bits": q.kv.bits or 16,
         "transforms": ",".join(q.transforms),
-        "calib_source": spec.calib.source, "calib_n": spec.calib.n_samples, "calib_seqlen": spec.calib.seqlen,
-        "seed": spec.seed, "seqlen": spec.eval.seqlen, "overrides": result["overrides"],
-        "output_dir": result["output_dir"], "git_commit": result["git_commit"], "device": result["device"],
+        "calib_source": spec.calib.source,
+        "calib_n": spec.calib.n_samples,
+        "calib_seqlen": spec.calib.seqlen,
+        "seed": spec.seed,
+        "seqlen": spec.eval.seqlen,
+        "overrides": result["overrides"],
+        "output_dir": result["output_dir"],
+        "git_commit": result["git_commit"],
+        "device": result["device"],
     }
     for d, r in result["metrics"]["ppl"].items():
         row[f"ppl_{d}"] = r["ppl"]
@@ -233,12 +298,14 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
 def format_table(result: Dict[str, Any]) -> str:
     lines = [f"{'model':<16} {'scheme':<18} {'dataset':<10} {'windows':>9} {'ppl':>9} {'vs fp':>8}"]
     for d, r in result["metrics"]["ppl"].items():
-        base = (result["baseline"]["ppl"].get(d) or {})
+        base = result["baseline"]["ppl"].get(d) or {}
         win = f"{r['windows']}/{r['total_windows']}"
         if base and result["scheme"] != "fp":
             lines.append(f"{result['model']:<16} {'fp':<18} {d:<10} {win:>9} {base['ppl']:>9.3f} {'':>8}")
         delta = f"{r['ppl'] - base['ppl']:+.3f}" if base and result["scheme"] != "fp" else ""
-        lines.append(f"{result['model']:<16} {result['scheme']:<18} {d:<10} {win:>9} {r['ppl']:>9.3f} {delta:>8}")
+        lines.append(
+            f"{result['model']:<16} {result['scheme']:<18} {d:<10} {win:>9} {r['ppl']:>9.3f} {delta:>8}"
+        )
     tasks = result["metrics"].get("tasks") or {}
     if tasks:
         lines.append("")
@@ -247,7 +314,9 @@ def format_table(result: Dict[str, Any]) -> str:
             if t.startswith("mmlu_"):
                 continue
             acc, accn = r.get("acc"), r.get("acc_norm")
-            lines.append(f"{t:<24} {'' if acc is None else f'{acc:.4f}':>8} {'' if accn is None else f'{accn:.4f}':>9} {r.get('n', ''):>6}")
+            lines.append(
+                f"{t:<24} {'' if acc is None else f'{acc:.4f}':>8} {'' if accn is None else f'{accn:.4f}':>9} {r.get('n', ''):>6}"
+            )
         for k, v in (result["metrics"].get("task_summary") or {}).items():
             if k.startswith(("mmlu_", "commonsense_avg")) and isinstance(v, float):
                 lines.append(f"{k:<24} {v:>8.4f}")

@@ -91,7 +91,9 @@ class ActSpec:
             self.middle_band in MIDDLE_BAND,
             f"act.middle_band must be one of {MIDDLE_BAND}, got {self.middle_band!r}",
         )
-        _check(self.equalizer in EQUALIZERS, f"act.equalizer must be one of {EQUALIZERS}, got {self.equalizer!r}")
+        _check(
+            self.equalizer in EQUALIZERS, f"act.equalizer must be one of {EQUALIZERS}, got {self.equalizer!r}"
+        )
         for pattern, strategy in self.overrides.items():
             _check(
                 strategy in ("per_tensor_static", "per_token_dynamic", "lae_static", "none"),
@@ -138,7 +140,10 @@ class QuantScheme:
         )
         if self.weight is not None and self.weight.algo == "awq" and "smoothquant" in self.transforms:
             raise ValueError("AWQ already searches per-channel scales; do not combine it with smoothquant")
-        _check(self.on_unknown_arch in UNKNOWN_ARCH, f"quant.on_unknown_arch must be one of {UNKNOWN_ARCH}, got {self.on_unknown_arch!r}")
+        _check(
+            self.on_unknown_arch in UNKNOWN_ARCH,
+            f"quant.on_unknown_arch must be one of {UNKNOWN_ARCH}, got {self.on_unknown_arch!r}",
+        )
         object.__setattr__(self, "transforms", tuple(self.transforms))
         object.__setattr__(self, "ignore", tuple(self.ignore))
 

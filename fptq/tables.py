@@ -36,7 +36,11 @@ def ppl_table(df: pd.DataFrame, sets: Iterable[str] = SETS, extra: Sequence[str]
             if col in r and pd.notna(r[col]):
                 row[f"{s} ppl"] = round(float(r[col]), 3)
                 fp = r.get(f"fp_ppl_{s}")
-                row[f"{s} Δfp"] = round(float(r[col]) - float(fp), 3) if fp is not None and pd.notna(fp) and r["scheme"] != "fp" else None
+                row[f"{s} Δfp"] = (
+                    round(float(r[col]) - float(fp), 3)
+                    if fp is not None and pd.notna(fp) and r["scheme"] != "fp"
+                    else None
+                )
                 row[f"{s} windows"] = int(r[f"windows_{s}"])
         q = r.get("quantize_s")
         row["quantize s"] = round(float(q), 1) if q is not None and pd.notna(q) else None

@@ -26,11 +26,20 @@ def _configs():
     cfgs = []
     for bm, bn, bk, w, s in [
         # decode (M <= 16)
-        (16, 64, 128, 4, 4), (16, 128, 128, 4, 4), (16, 64, 256, 4, 3), (16, 32, 128, 4, 5), (16, 128, 64, 4, 5),
+        (16, 64, 128, 4, 4),
+        (16, 128, 128, 4, 4),
+        (16, 64, 256, 4, 3),
+        (16, 32, 128, 4, 5),
+        (16, 128, 64, 4, 5),
         # mid
-        (32, 128, 128, 4, 4), (64, 128, 128, 4, 4), (64, 64, 128, 4, 4),
+        (32, 128, 128, 4, 4),
+        (64, 128, 128, 4, 4),
+        (64, 64, 128, 4, 4),
         # prefill
-        (128, 128, 128, 8, 3), (128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (128, 128, 64, 4, 4),
+        (128, 128, 128, 8, 3),
+        (128, 256, 128, 8, 3),
+        (256, 128, 128, 8, 3),
+        (128, 128, 64, 4, 4),
     ]:
         cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s))
     return cfgs
@@ -44,14 +53,42 @@ def _prune(configs, named_args, **kwargs):
     return small or out
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "SPLIT_K"],
-                 prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["C"])
+@triton.autotune(
+    configs=_configs(),
+    key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "SPLIT_K"],
+    prune_configs_by={"early_config_prune": _prune},
+    reset_to_zero=["C"],
+)
 @triton.jit
 def _gemm_kernel(
-    A, B, C, AS, WS, WZ, BIAS, M, N, K, M_BUCKET,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, stride_sg, stride_sn,
-    GROUP: tl.constexpr, W_BITS: tl.constexpr, ASYM: tl.constexpr, HAS_BIAS: tl.constexpr, RAW: tl.constexpr,
-    SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    A,
+    B,
+    C,
+    AS,
+    WS,
+    WZ,
+    BIAS,
+    M,
+    N,
+    K,
+    M_BUCKET,
+    stride_am,
+    stride_ak,
+    stride_bk,
+    stride_bn,
+    stride_cm,
+    stride_cn,
+    stride_sg,
+    stride_sn,
+    GROUP: tl.constexpr,
+    W_BITS: tl.constexpr,
+    ASYM: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -74,9 +111,21 @@ def _gemm_kernel(
             rk2 = k0 // 2 + tl.arange(0, HALF)
             ke = 2 * rk2
             ko = ke + 1
-            a_e = tl.load(A + rm[:, None] * stride_am + ke[None, :] * stride_ak, mask=m_ok[:, None] & (ke[None, :] < K), other=0)
-            a_o = tl.load(A + rm[:, None] * stride_am + ko[None, :] * stride_ak, mask=m_ok[:, None] & (ko[None, :] < K), other=0)
-            b = tl.load(B + rk2[:, None] * stride_bk + rn[None, :] * stride_bn, mask=(ke[:, None] < K) & n_ok[None, :], other=0)
+            a_e = tl.load(
+                A + rm[:, None] * stride_am + ke[None, :] * stride_ak,
+                mask=m_ok[:, None] & (ke[None, :] < K),
+                other=0,
+            )
+            a_o = tl.load(
+                A + rm[:, None] * stride_am + ko[None, :] * stride_ak,
+                mask=m_ok[:, None] & (ko[None, :] < K),
+                other=0,
+            )
+            b = tl.load(
+                B + rk2[:, None] * stride_bk + rn[None, :] * stride_bn,
+                mask=(ke[:, None] < K) & n_ok[None, :],
+                other=0,
+            )
             if ASYM:
                 lo = (b & 0xF).to(tl.int8)
                 hi = ((b >> 4) & 0xF).to(tl.int8)
@@ -88,8 +137,16 @@ def _gemm_kernel(
                 bsum = tl.sum(a_e.to(tl.int32), axis=1) + tl.sum(a_o.to(tl.int32), axis=1)
         else:
             rk = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(A + rm[:, None] * stride_am + rk[None, :] * stride_ak, mask=m_ok[:, None] & (rk[None, :] < K), other=0)
-            b = tl.load(B + rk[:, None] * stride_bk + rn[None, :] * stride_bn, mask=(rk[:, None] < K) & n_ok[None, :], other=0)
+            a = tl.load(
+                A + rm[:, None] * stride_am + rk[None, :] * stride_ak,
+                mask=m_ok[:, None] & (rk[None, :] < K),
+                other=0,
+            )
+            b = tl.load(
+                B + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
+                mask=(rk[:, None] < K) & n_ok[None, :],
+                other=0,
+            )
             part = tl.dot(a, b, out_dtype=tl.int32)
             if ASYM:
                 bsum = tl.sum(a.to(tl.int32), axis=1)
@@ -138,8 +195,15 @@ def default_split_k(M: int, N: int, K: int) -> int:
     return max(1, min(8, K // 1024))
 
 
-def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, out_dtype=torch.float16,
-         raw: bool = False, split_k=None):
+def gemm(
+    a_q: torch.Tensor,
+    a_scale: torch.Tensor,
+    w: PackedWeight,
+    bias=None,
+    out_dtype=torch.float16,
+    raw: bool = False,
+    split_k=None,
+):
     """a_q: (M, K) int8, a_scale: (M,) float32 -> (M, N) out_dtype, or int32 accumulators if raw.
 
     raw=True (per-channel weights only) returns the exact int32 accumulators sum_k a * (q - z).
@@ -168,9 +232,30 @@ def gemm(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias=None, o
         return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), split)
 
     _gemm_kernel[grid](
-        a_q, w.data, c, a_scale, w.scale, zero, bias_t, M, N, K, _bucket(M),
-        a_q.stride(0), a_q.stride(1), w.data.stride(0), w.data.stride(1), c.stride(0), c.stride(1),
-        w.scale.stride(0), w.scale.stride(1),
-        GROUP=group, W_BITS=w.bits, ASYM=w.zero is not None, HAS_BIAS=bias is not None, RAW=raw, SPLIT_K=split,
+        a_q,
+        w.data,
+        c,
+        a_scale,
+        w.scale,
+        zero,
+        bias_t,
+        M,
+        N,
+        K,
+        _bucket(M),
+        a_q.stride(0),
+        a_q.stride(1),
+        w.data.stride(0),
+        w.data.stride(1),
+        c.stride(0),
+        c.stride(1),
+        w.scale.stride(0),
+        w.scale.stride(1),
+        GROUP=group,
+        W_BITS=w.bits,
+        ASYM=w.zero is not None,
+        HAS_BIAS=bias is not None,
+        RAW=raw,
+        SPLIT_K=split,
     )
     return c.to(out_dtype) if split > 1 else c

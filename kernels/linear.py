@@ -11,13 +11,17 @@ def packed_weight(layer) -> PackedWeight:
     if layer.qweight is None or layer.w_bits not in (4, 8):
         raise ValueError(f"{layer}: the triton backend needs 4- or 8-bit integer weights")
     if layer._packed is None or layer._packed.data.device != layer.qweight.device:
-        layer._packed = pack_weight(layer.qweight, layer.w_scale, layer.w_zero, layer.w_bits, layer.group_size)
+        layer._packed = pack_weight(
+            layer.qweight, layer.w_scale, layer.w_zero, layer.w_bits, layer.group_size
+        )
     return layer._packed
 
 
 def check_supported(layer) -> None:
     if layer.act_mode == "none":
-        raise ValueError(f"{layer}: the triton backend runs W4A8/W8A8 (int8 activations); use backend='reference' for weight-only schemes")
+        raise ValueError(
+            f"{layer}: the triton backend runs W4A8/W8A8 (int8 activations); use backend='reference' for weight-only schemes"
+        )
     if layer.act_bits != 8:
         raise ValueError(f"{layer}: the triton backend needs int8 activations, got {layer.act_bits}-bit")
     packed_weight(layer)

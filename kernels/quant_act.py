@@ -11,8 +11,18 @@ import triton.language as tl
 
 
 @triton.jit
-def _quant_act_kernel(X, Q, S, K, stride_xm, stride_qm, static_scale,
-                      QMAX: tl.constexpr, STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+def _quant_act_kernel(
+    X,
+    Q,
+    S,
+    K,
+    stride_xm,
+    stride_qm,
+    static_scale,
+    QMAX: tl.constexpr,
+    STATIC: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     row = tl.program_id(0)
     x_row = X + row * stride_xm
     q_row = Q + row * stride_qm
@@ -45,7 +55,15 @@ def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 
     s = torch.empty((M,), dtype=torch.float32, device=x.device)
     block = min(block_k, triton.next_power_of_2(K))
     _quant_act_kernel[(M,)](
-        x, q, s, K, x.stride(0), q.stride(0), float(static_scale) if static_scale is not None else 1.0,
-        QMAX=2 ** (bits - 1) - 1, STATIC=static_scale is not None, BLOCK_K=block,
+        x,
+        q,
+        s,
+        K,
+        x.stride(0),
+        q.stride(0),
+        float(static_scale) if static_scale is not None else 1.0,
+        QMAX=2 ** (bits - 1) - 1,
+        STATIC=static_scale is not None,
+        BLOCK_K=block,
     )
     return q, s

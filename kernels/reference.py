@@ -28,8 +28,15 @@ class PackedWeight:
     out_features: int
 
     def to(self, device) -> "PackedWeight":
-        return PackedWeight(self.data.to(device), self.scale.to(device), None if self.zero is None else self.zero.to(device),
-                            self.bits, self.group_size, self.in_features, self.out_features)
+        return PackedWeight(
+            self.data.to(device),
+            self.scale.to(device),
+            None if self.zero is None else self.zero.to(device),
+            self.bits,
+            self.group_size,
+            self.in_features,
+            self.out_features,
+        )
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -54,7 +61,9 @@ def unpack_int4(packed: torch.Tensor, K: int, signed: bool = True) -> torch.Tens
     return out.to(torch.int8)
 
 
-def pack_weight(q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int, group_size: int) -> PackedWeight:
+def pack_weight(
+    q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int, group_size: int
+) -> PackedWeight:
     """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups)."""
     N, K = q.shape
     if bits == 4:
@@ -100,7 +109,9 @@ def int_acc_ref(a_q: torch.Tensor, w: PackedWeight) -> torch.Tensor:
     return (a_q.double() @ q.T).to(torch.int32)
 
 
-def gemm_ref(a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def gemm_ref(
+    a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Dequantized output in float32: (a_q * a_scale) @ dequant(W)^T (+ bias)."""
     q = weight_codes(w).double()
     K = w.in_features

@@ -21,8 +21,15 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-TINY_CFG = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=258, max_position_embeddings=256)
+TINY_CFG = dict(
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=258,
+    max_position_embeddings=256,
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +51,15 @@ def tiny_model(kind: str = "llama", seed: int = 0, outliers: bool = True):
     elif kind == "gemma":
         cfg = transformers.GemmaConfig(**TINY_CFG, head_dim=16)
     elif kind == "opt":
-        cfg = transformers.OPTConfig(hidden_size=64, ffn_dim=160, num_hidden_layers=2, num_attention_heads=4,
-                                     vocab_size=258, max_position_embeddings=256, word_embed_proj_dim=64)
+        cfg = transformers.OPTConfig(
+            hidden_size=64,
+            ffn_dim=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=258,
+            max_position_embeddings=256,
+            word_embed_proj_dim=64,
+        )
     elif kind == "bloom":
         cfg = transformers.BloomConfig(hidden_size=64, n_layer=2, n_head=4, vocab_size=258)
     else:

@@ -15,10 +15,24 @@ TEXT = "The quick brown fox jumps over the lazy dog. " * 200
 
 def _run(args, tmp_path):
     (tmp_path / "wiki.txt").write_text(TEXT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               WANDB_MODE="disabled", FPTQ_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "fptq.cli", *args, "debug=tiny", f"data.wikitext2={tmp_path / 'wiki.txt'}",
-           f"paths.results_dir={tmp_path / 'results'}", "eval.progress=false"]
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        FPTQ_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "fptq.cli",
+        *args,
+        "debug=tiny",
+        f"data.wikitext2={tmp_path / 'wiki.txt'}",
+        f"paths.results_dir={tmp_path / 'results'}",
+        "eval.progress=false",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -39,7 +53,9 @@ def test_single_run_writes_result_and_store_row(tmp_path):
 
 
 def test_multirun_writes_one_row_per_scheme(tmp_path):
-    _run(["-m", "quant=fp,w8a8_rtn,w4a16_rtn_g128,w4a8_rtn", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    _run(
+        ["-m", "quant=fp,w8a8_rtn,w4a16_rtn_g128,w4a8_rtn", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path
+    )
     rows = ResultStore(str(tmp_path / "results")).read()
     assert sorted(r["scheme"] for r in rows) == ["fp", "w4a16_rtn_g128", "w4a8_rtn", "w8a8_rtn"]
     fp = next(r for r in rows if r["scheme"] == "fp")
@@ -50,15 +66,29 @@ def test_multirun_writes_one_row_per_scheme(tmp_path):
 
 def test_bad_value_exits_nonzero_with_message(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, "-m", "fptq.cli", "debug=tiny", "quant.weight.bits=12",
-                           f"hydra.run.dir={tmp_path}"], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fptq.cli", "debug=tiny", "quant.weight.bits=12", f"hydra.run.dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "weight.bits must be in [2, 8]" in proc.stderr + proc.stdout
 
 
 def test_run_with_lm_eval_tasks_records_accuracy(tmp_path, shared_data):
-    _run([f"hydra.run.dir={tmp_path / 'out'}", "eval.tasks=[piqa,boolq]", "eval.limit=3", "eval.batch_size=3",
-          f"eval.task_data={shared_data}", "quant=w8a8_rtn"], tmp_path)
+    _run(
+        [
+            f"hydra.run.dir={tmp_path / 'out'}",
+            "eval.tasks=[piqa,boolq]",
+            "eval.limit=3",
+            "eval.batch_size=3",
+            f"eval.task_data={shared_data}",
+            "quant=w8a8_rtn",
+        ],
+        tmp_path,
+    )
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert set(result["metrics"]["tasks"]) == {"piqa", "boolq"}
     row = ResultStore(str(tmp_path / "results")).read()[0]
@@ -67,7 +97,16 @@ def test_run_with_lm_eval_tasks_records_accuracy(tmp_path, shared_data):
 
 def test_triton_backend_run_in_interpreter(tmp_path):
     """backend=triton runs the quantized model's linears through the packed kernels."""
-    _run([f"hydra.run.dir={tmp_path / 'out'}", "backend=triton", "quant=w4a8_rtn", "eval.max_windows=1",
-          "eval.seqlen=32", "eval.baseline=false"], tmp_path)
+    _run(
+        [
+            f"hydra.run.dir={tmp_path / 'out'}",
+            "backend=triton",
+            "quant=w4a8_rtn",
+            "eval.max_windows=1",
+            "eval.seqlen=32",
+            "eval.baseline=false",
+        ],
+        tmp_path,
+    )
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["backend"] == "triton" and result["metrics"]["ppl"]["wikitext2"]["ppl"] > 1

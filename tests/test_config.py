@@ -38,7 +38,9 @@ def test_quant_presets_are_what_their_names_say():
     by = {o: to_run_spec(_compose([f"quant={o}"])).quant for g, o in OPTIONS if g == "quant"}
     assert by["fp"].is_float
     assert by["w4a8_fptq"].act.strategy == "fptq" and by["w4a8_fptq"].weight.algo == "rtn"
-    assert by["w4a8_fptq"].weight.group == 128 and by["w4a8_fptq"].act.v0 == 15 and by["w4a8_fptq"].act.v1 == 150
+    assert (
+        by["w4a8_fptq"].weight.group == 128 and by["w4a8_fptq"].act.v0 == 15 and by["w4a8_fptq"].act.v1 == 150
+    )
     assert by["w4a8_fptq_gptq"].weight.algo == "gptq"
     assert by["w8a8_smoothquant"].transforms == ("smoothquant",) and by["w8a8_smoothquant"].weight.bits == 8
     assert by["w4a16_gptq_g128"].act is None and by["w4a16_awq_g128"].weight.algo == "awq"

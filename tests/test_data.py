@@ -15,7 +15,9 @@ def test_explicit_file_and_missing_file_message(tmp_path):
     f = tmp_path / "w.txt"
     f.write_text("hello world")
     tok = byte_tokenizer()
-    assert eval_tokens("wikitext2", tok, DataSpec(source="local", wikitext2=str(f)), 4).tolist() == list(tok("hello world").input_ids)
+    assert eval_tokens("wikitext2", tok, DataSpec(source="local", wikitext2=str(f)), 4).tolist() == list(
+        tok("hello world").input_ids
+    )
     with pytest.raises(FileNotFoundError, match="data.ptb"):
         local_file("ptb", DataSpec(source="local", ptb=str(tmp_path / "nope.txt")))
 

@@ -11,8 +11,15 @@ def test_byte_tokenizer_roundtrip():
 
 
 def test_random_model_from_config(tmp_path):
-    spec = ModelSpec(config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1))
+    spec = ModelSpec(
+        config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
     model, tok = load_model(spec, str(tmp_path))
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.vocab_size == 258
     assert not model.training
@@ -73,7 +80,9 @@ def test_smollm2_fptq_end_to_end(shared_data, tmp_path_factory):
     ids = eval_tokens("wikitext2", tok, data, 512)
     fp = perplexity(model, ids, seqlen=512, max_windows=2, progress=False).ppl
     calib = calibration_ids(CalibSpec(n_samples=16, seqlen=256), tok, data, model.config.vocab_size)
-    report = quantize_model(model, QuantScheme("w4a8_fptq", WeightSpec(4, "group", 128), ActSpec()), calib, progress=False)
+    report = quantize_model(
+        model, QuantScheme("w4a8_fptq", WeightSpec(4, "group", 128), ActSpec()), calib, progress=False
+    )
     s = report.summary()
     assert s["layers"] == 210 and s["ragged_group_layers"] == 180  # q/k/v/o/gate/up: 576 = 4.5 x 128
     assert s["strategy_counts"].get("per_token_dynamic", 0) >= 1  # some down_proj ranges are in the hundreds

@@ -13,11 +13,17 @@ SCHEMES = {
     "w8a8_rtn": QuantScheme("w8a8_rtn", WeightSpec(8, "channel"), ActSpec(strategy="per_token_dynamic")),
     "w4a16_rtn": QuantScheme("w4a16_rtn", WeightSpec(4, "group", G), None),
     "w4a16_gptq": QuantScheme("w4a16_gptq", WeightSpec(4, "group", G, algo="gptq"), None),
-    "w4a16_awq": QuantScheme("w4a16_awq", WeightSpec(4, "group", G, algo="awq", awq_grid=5, symmetric=False), None),
-    "w8a8_sq": QuantScheme("w8a8_sq", WeightSpec(8, "channel"), ActSpec(strategy="per_token_dynamic"), ("smoothquant",)),
+    "w4a16_awq": QuantScheme(
+        "w4a16_awq", WeightSpec(4, "group", G, algo="awq", awq_grid=5, symmetric=False), None
+    ),
+    "w8a8_sq": QuantScheme(
+        "w8a8_sq", WeightSpec(8, "channel"), ActSpec(strategy="per_token_dynamic"), ("smoothquant",)
+    ),
     "w4a8_fptq": QuantScheme("w4a8_fptq", WeightSpec(4, "group", G), ActSpec()),
     "w4a8_fptq_gptq": QuantScheme("w4a8_fptq_gptq", WeightSpec(4, "group", G, algo="gptq"), ActSpec()),
-    "w4a8_static": QuantScheme("w4a8_static", WeightSpec(4, "group", G), ActSpec(strategy="per_tensor_static")),
+    "w4a8_static": QuantScheme(
+        "w4a8_static", WeightSpec(4, "group", G), ActSpec(strategy="per_tensor_static")
+    ),
     "w4a8_kv8": QuantScheme("w4a8_kv8", WeightSpec(4, "group", G), ActSpec(), kv=KVSpec(8)),
 }
 # logits SQNR floors (dB) on the tiny outlier model; observed values in comments
@@ -50,7 +56,9 @@ def test_scheme_logits_sqnr_floor(name, calib_ids):
     assert torch.isfinite(out).all()
     sqnr = _sqnr(ref, out)
     assert sqnr >= FLOORS[name], f"{name}: {sqnr:.1f} dB"
-    assert len(report.layers) == 14 and all(isinstance(m, QuantLinear) for n, m in model.named_modules() if n.endswith("q_proj"))
+    assert len(report.layers) == 14 and all(
+        isinstance(m, QuantLinear) for n, m in model.named_modules() if n.endswith("q_proj")
+    )
     assert all(math.isfinite(r.output_sqnr) for r in report.layers)
 
 
@@ -70,7 +78,9 @@ def test_ignore_patterns_keep_float(calib_ids):
 
 def test_ragged_groups_reported(calib_ids):
     model = tiny_model("llama")  # intermediate 160 = 2.5 groups of 64
-    report = quantize_model(model, QuantScheme("x", WeightSpec(4, "group", 64), None), calib_ids, progress=False)
+    report = quantize_model(
+        model, QuantScheme("x", WeightSpec(4, "group", 64), None), calib_ids, progress=False
+    )
     ragged = {r.name.split(".")[-1] for r in report.layers if r.ragged_group}
     assert ragged == {"down_proj"}
 
@@ -123,5 +133,14 @@ def test_unknown_architecture(calib_ids):
     with pytest.raises(NotImplementedError, match="ArchSpec"):
         quantize_model(Toy(), scheme, calib_ids, progress=False)
     toy = Toy()
-    report = quantize_model(toy, QuantScheme("x", WeightSpec(4, "group", G), ActSpec(), on_unknown_arch="dynamic"), calib_ids, progress=False)
-    assert isinstance(toy.fc, QuantLinear) and toy.fc.act_mode == "dynamic" and report.layers[0].strategy == "per_token_dynamic"
+    report = quantize_model(
+        toy,
+        QuantScheme("x", WeightSpec(4, "group", G), ActSpec(), on_unknown_arch="dynamic"),
+        calib_ids,
+        progress=False,
+    )
+    assert (
+        isinstance(toy.fc, QuantLinear)
+        and toy.fc.act_mode == "dynamic"
+        and report.layers[0].strategy == "per_token_dynamic"
+    )

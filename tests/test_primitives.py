@@ -1,8 +1,16 @@
 import torch
 
 from fptq.primitives import (
-    act_scale_per_token, dequantize_weight, expand_groups, fake_quant_act_per_tensor, fake_quant_act_per_token,
-    fake_quant_weight, group_bounds, int_range, quantize_weight, sqnr_db,
+    act_scale_per_token,
+    dequantize_weight,
+    expand_groups,
+    fake_quant_act_per_tensor,
+    fake_quant_act_per_token,
+    fake_quant_weight,
+    group_bounds,
+    int_range,
+    quantize_weight,
+    sqnr_db,
 )
 
 

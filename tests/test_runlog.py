@@ -7,7 +7,9 @@ from fptq.runlog import LoggerSpec, NullLogger, WandbLogger, make_logger
 
 def test_none_and_disabled_give_null_logger(tmp_path):
     assert isinstance(make_logger(LoggerSpec(name="none"), {}, "g", "n", str(tmp_path)), NullLogger)
-    assert isinstance(make_logger(LoggerSpec(name="wandb", mode="disabled"), {}, "g", "n", str(tmp_path)), NullLogger)
+    assert isinstance(
+        make_logger(LoggerSpec(name="wandb", mode="disabled"), {}, "g", "n", str(tmp_path)), NullLogger
+    )
 
 
 def test_wandb_offline_writes_a_local_run(tmp_path, monkeypatch):

@@ -18,8 +18,12 @@ from typing import Callable, Dict, List, Optional
 from fptq.data import DataSpec, shared_data_root
 
 COMMONSENSE = ("piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "boolq", "openbookqa")
-MMLU_CATEGORIES = {"mmlu_stem_tasks": "stem", "mmlu_humanities_tasks": "humanities",
-                   "mmlu_social_sciences_tasks": "social_sciences", "mmlu_other_tasks": "other"}
+MMLU_CATEGORIES = {
+    "mmlu_stem_tasks": "stem",
+    "mmlu_humanities_tasks": "humanities",
+    "mmlu_social_sciences_tasks": "social_sciences",
+    "mmlu_other_tasks": "other",
+}
 
 
 def _read_jsonl(path: Path) -> List[dict]:
@@ -29,7 +33,9 @@ def _read_jsonl(path: Path) -> List[dict]:
 
 def _need(path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"expected the task data file {path}; set eval.task_data=/folder laid out like shared/data")
+        raise FileNotFoundError(
+            f"expected the task data file {path}; set eval.task_data=/folder laid out like shared/data"
+        )
     return path
 
 
@@ -39,7 +45,9 @@ def _need(path: Path) -> Path:
 def _piqa(root: Path) -> List[dict]:
     docs = _read_jsonl(_need(root / "piqa" / "valid.jsonl"))
     labels = _need(root / "piqa" / "valid-labels.lst").read_text().split()
-    return [dict(d, label=int(label)) for d, label in zip(docs, labels)]
+    if len(labels) != len(docs):
+        raise ValueError(f"piqa: {len(docs)} documents but {len(labels)} labels in valid-labels.lst")
+    return [dict(d, label=int(label)) for d, label in zip(docs, labels, strict=True)]
 
 
 def _letters(n: int) -> List[str]:
@@ -51,8 +59,14 @@ def _arc(name: str) -> Callable[[Path], List[dict]]:
         out = []
         for d in _read_jsonl(_need(root / "zeroshot" / f"{name}.jsonl")):
             labels = _letters(len(d["choices"]))
-            q = d["query"][len("Question: "):] if d["query"].startswith("Question: ") else d["query"]
-            out.append({"question": q, "choices": {"text": d["choices"], "label": labels}, "answerKey": labels[d["gold"]]})
+            q = d["query"][len("Question: ") :] if d["query"].startswith("Question: ") else d["query"]
+            out.append(
+                {
+                    "question": q,
+                    "choices": {"text": d["choices"], "label": labels},
+                    "answerKey": labels[d["gold"]],
+                }
+            )
         return out
 
     return conv
@@ -73,8 +87,10 @@ def split_hellaswag_ctx(ctx: str) -> Dict[str, str]:
 
 
 def _hellaswag(root: Path) -> List[dict]:
-    return [dict(split_hellaswag_ctx(d["ctx"]), endings=d["endings"], label=str(d["label"]))
-            for d in _read_jsonl(_need(root / "zeroshot" / "hellaswag.jsonl"))]
+    return [
+        dict(split_hellaswag_ctx(d["ctx"]), endings=d["endings"], label=str(d["label"]))
+        for d in _read_jsonl(_need(root / "zeroshot" / "hellaswag.jsonl"))
+    ]
 
 
 def _winogrande(root: Path) -> List[dict]:
@@ -85,18 +101,29 @@ def _winogrande(root: Path) -> List[dict]:
         while n < min(len(a), len(b)) and a[n] == b[n]:
             n += 1
         prefix = a[:n]  # the sentence up to the blank (possibly a few letters the options share)
-        out.append({"sentence": f"{prefix}_ {d['continuation']}", "option1": a[n:], "option2": b[n:],
-                    "answer": str(d["gold"] + 1)})
+        out.append(
+            {
+                "sentence": f"{prefix}_ {d['continuation']}",
+                "option1": a[n:],
+                "option2": b[n:],
+                "answer": str(d["gold"] + 1),
+            }
+        )
     return out
 
 
 def _boolq(root: Path) -> List[dict]:
     out = []
     for d in _read_jsonl(_need(root / "zeroshot" / "boolq.jsonl")):
-        body = d["query"][len("Passage: "):]
+        body = d["query"][len("Passage: ") :]
         passage, _, question = body.rpartition("\nQuestion: ")
-        out.append({"passage": passage, "question": question[:-1] if question.endswith("?") else question,
-                    "label": int(d["gold"])})
+        out.append(
+            {
+                "passage": passage,
+                "question": question[:-1] if question.endswith("?") else question,
+                "label": int(d["gold"]),
+            }
+        )
     return out
 
 
@@ -104,20 +131,35 @@ def _openbookqa(root: Path) -> List[dict]:
     out = []
     for d in _read_jsonl(_need(root / "zeroshot" / "openbookqa.jsonl")):
         labels = _letters(len(d["choices"]))
-        out.append({"question_stem": d["query"], "choices": {"text": d["choices"], "label": labels},
-                    "answerKey": labels[d["gold"]]})
+        out.append(
+            {
+                "question_stem": d["query"],
+                "choices": {"text": d["choices"], "label": labels},
+                "answerKey": labels[d["gold"]],
+            }
+        )
     return out
 
 
 def _lambada(root: Path) -> List[dict]:
-    return [{"text": d["context"] + " " + d["continuation"]} for d in _read_jsonl(_need(root / "zeroshot" / "lambada_openai.jsonl"))]
+    return [
+        {"text": d["context"] + " " + d["continuation"]}
+        for d in _read_jsonl(_need(root / "zeroshot" / "lambada_openai.jsonl"))
+    ]
 
 
 def mmlu_docs(root: Path, subject: str, split: str) -> List[dict]:
     path = _need(root / "mmlu" / split / f"{subject}_{split}.csv")
     with open(path, newline="", encoding="utf-8") as f:
-        return [{"question": r["question"], "subject": subject, "choices": [r[f"choice{i}"] for i in range(4)],
-                 "answer": int(r["answer"])} for r in csv.DictReader(f)]
+        return [
+            {
+                "question": r["question"],
+                "subject": subject,
+                "choices": [r[f"choice{i}"] for i in range(4)],
+                "answer": int(r["answer"]),
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
 @dataclass(frozen=True)
@@ -184,17 +226,29 @@ def _local_config(cfg: dict, files: Dict[str, str], split: str) -> dict:
     return cfg
 
 
-def build_local_task_configs(names: List[str], data_root: Path, cache: Path, mmlu_shots: int = 5) -> Dict[str, dict]:
+def build_local_task_configs(
+    names: List[str], data_root: Path, cache: Path, mmlu_shots: int = 5
+) -> Dict[str, dict]:
     """Task name -> lm-eval task config dict reading converted local files."""
     configs = {}
     for name in names:
         if name == "mmlu":
             template = load_task_yaml("mmlu/default/_default_template_yaml")
             for subject in mmlu_subjects():
-                cfg = dict(template, **{k: v for k, v in load_task_yaml(f"mmlu/default/mmlu_{subject}.yaml").items()
-                                          if k in ("task", "task_alias", "description", "dataset_name")})
-                files = {"test": _write_jsonl(mmlu_docs(data_root, subject, "test"), cache, f"mmlu_{subject}_test"),
-                         "dev": _write_jsonl(mmlu_docs(data_root, subject, "dev"), cache, f"mmlu_{subject}_dev")}
+                cfg = dict(
+                    template,
+                    **{
+                        k: v
+                        for k, v in load_task_yaml(f"mmlu/default/mmlu_{subject}.yaml").items()
+                        if k in ("task", "task_alias", "description", "dataset_name")
+                    },
+                )
+                files = {
+                    "test": _write_jsonl(
+                        mmlu_docs(data_root, subject, "test"), cache, f"mmlu_{subject}_test"
+                    ),
+                    "dev": _write_jsonl(mmlu_docs(data_root, subject, "dev"), cache, f"mmlu_{subject}_dev"),
+                }
                 cfg = _local_config(cfg, files, "test")
                 cfg["fewshot_split"] = "dev"
                 cfg["num_fewshot"] = mmlu_shots
@@ -214,6 +268,8 @@ def build_local_task_configs(names: List[str], data_root: Path, cache: Path, mml
 def task_data_root(spec: DataSpec, explicit: Optional[str]) -> Path:
     root = Path(explicit) if explicit else shared_data_root(spec)
     if root is None or not root.is_dir():
-        raise FileNotFoundError("no local task data: set eval.task_data=/folder laid out like shared/data "
-                                "(piqa/, zeroshot/, mmlu/), or run with the hub reachable")
+        raise FileNotFoundError(
+            "no local task data: set eval.task_data=/folder laid out like shared/data "
+            "(piqa/, zeroshot/, mmlu/), or run with the hub reachable"
+        )
     return root

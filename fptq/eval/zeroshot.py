@@ -26,7 +26,9 @@ def check_tasks(names: List[str]) -> None:
             raise ValueError(f"unknown task {n!r}; known: {list(KNOWN_TASKS)}")
 
 
-def _task_objects(names: List[str], data_spec: DataSpec, task_data: Optional[str], cache_dir: str, mmlu_shots: int):
+def _task_objects(
+    names: List[str], data_spec: DataSpec, task_data: Optional[str], cache_dir: str, mmlu_shots: int
+):
     from lm_eval.api.task import ConfigurableTask
 
     root = task_data_root(data_spec, task_data)
@@ -71,15 +73,36 @@ def evaluate_tasks(
             runs.append(dict(tasks=["mmlu"], num_fewshot=mmlu_shots, limit=m_limit))
     else:
         if plain:
-            runs.append(dict(tasks=_task_objects(plain, data_spec, task_data, cache_dir, mmlu_shots), num_fewshot=None, limit=limit))
+            runs.append(
+                dict(
+                    tasks=_task_objects(plain, data_spec, task_data, cache_dir, mmlu_shots),
+                    num_fewshot=None,
+                    limit=limit,
+                )
+            )
         if "mmlu" in names:
-            runs.append(dict(tasks=_task_objects(["mmlu"], data_spec, task_data, cache_dir, mmlu_shots), num_fewshot=None, limit=m_limit))
+            runs.append(
+                dict(
+                    tasks=_task_objects(["mmlu"], data_spec, task_data, cache_dir, mmlu_shots),
+                    num_fewshot=None,
+                    limit=m_limit,
+                )
+            )
     results: Dict[str, Dict[str, Any]] = {}
     n_samples: Dict[str, int] = {}
     for run in runs:
-        out = simple_evaluate(model=lm, tasks=run["tasks"], num_fewshot=run["num_fewshot"], limit=run["limit"],
-                              bootstrap_iters=1000, log_samples=False, random_seed=seed, numpy_random_seed=seed,
-                              torch_random_seed=seed, fewshot_random_seed=seed)
+        out = simple_evaluate(
+            model=lm,
+            tasks=run["tasks"],
+            num_fewshot=run["num_fewshot"],
+            limit=run["limit"],
+            bootstrap_iters=1000,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
         results.update(out["results"])
         for task, n in (out.get("n-samples") or {}).items():
             n_samples[task] = n.get("effective", n.get("original")) if isinstance(n, dict) else n

@@ -14,7 +14,9 @@ from fptq.primitives import fake_quant_weight, group_bounds
 from fptq.scheme import WeightSpec
 
 
-def _output_error(X: torch.Tensor, weights: Sequence[torch.Tensor], s: torch.Tensor, spec: WeightSpec) -> float:
+def _output_error(
+    X: torch.Tensor, weights: Sequence[torch.Tensor], s: torch.Tensor, spec: WeightSpec
+) -> float:
     Xs = X / s
     err = 0.0
     for W in weights:
@@ -42,7 +44,9 @@ def awq_scale(X: torch.Tensor, weights: Sequence[torch.Tensor], spec: WeightSpec
 
 
 @torch.no_grad()
-def awq_clip(X: torch.Tensor, W: torch.Tensor, spec: WeightSpec, steps: int = 20, min_ratio: float = 0.5) -> torch.Tensor:
+def awq_clip(
+    X: torch.Tensor, W: torch.Tensor, spec: WeightSpec, steps: int = 20, min_ratio: float = 0.5
+) -> torch.Tensor:
     """Best clipping ratio per (output channel, group): (out, n_groups), 1.0 = no clipping."""
     X, W = X.float(), W.float()
     bounds = group_bounds(W.shape[1], spec.group)

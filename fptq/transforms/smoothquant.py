@@ -11,7 +11,9 @@ import torch
 MIN_SCALE = 1e-5
 
 
-def smoothquant_scale(x_absmax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float = 0.5) -> torch.Tensor:
+def smoothquant_scale(
+    x_absmax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float = 0.5
+) -> torch.Tensor:
     """x_absmax: (in,); weights: each (out_i, in) -> s: (in,)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"smoothquant alpha must be in [0, 1], got {alpha}")

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from fptq.kernels.reference import (
-    gemm_ref, int_acc_ref, pack_int4, pack_weight, quant_act_per_token_ref, quant_act_static_ref, unpack_int4,
+    gemm_ref,
+    int_acc_ref,
+    pack_int4,
+    pack_weight,
+    quant_act_per_token_ref,
+    quant_act_static_ref,
+    unpack_int4,
 )
 from fptq.primitives import quantize_weight
 
@@ -59,7 +65,9 @@ def test_gemm_exact_int32_accumulators(bits, sym, M, N, K):
     assert torch.equal(acc, int_acc_ref(a, w))
 
 
-@pytest.mark.parametrize("bits, group, sym", [(4, -1, True), (4, 32, True), (4, 32, False), (8, -1, True), (8, 64, True)])
+@pytest.mark.parametrize(
+    "bits, group, sym", [(4, -1, True), (4, 32, True), (4, 32, False), (8, -1, True), (8, 64, True)]
+)
 @pytest.mark.parametrize("M, N, K", [(1, 32, 64), (9, 48, 160), (4, 16, 80)])  # 80: a ragged last group
 def test_gemm_output_close_to_reference(bits, group, sym, M, N, K):
     from fptq.kernels.gemm import gemm
@@ -82,7 +90,9 @@ def test_split_k_matches_single_program(group):
     a, s = quant_act_per_token_ref(x)
     bias = torch.randn(32)
     one = gemm(a, s, w, bias=bias, out_dtype=torch.float32, split_k=1)
-    split = gemm(a, s, w, bias=bias, out_dtype=torch.float32, split_k=3)  # 160 = 5 blocks of 32 over 3 programs
+    split = gemm(
+        a, s, w, bias=bias, out_dtype=torch.float32, split_k=3
+    )  # 160 = 5 blocks of 32 over 3 programs
     torch.testing.assert_close(split, one, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(split, gemm_ref(a, s, w, bias), rtol=1e-4, atol=1e-4)
 
@@ -97,8 +107,17 @@ def test_quantlinear_triton_backend_matches_reference():
     W = torch.randn(48, 96)
     q, s, z = quantize_weight(W, 4, 32, True)
     for mode in ("dynamic", "static"):
-        ql = QuantLinear(W, torch.randn(48), qweight=q, w_scale=s, w_zero=z, w_bits=4, group_size=32,
-                         act_mode=mode, act_scale=torch.tensor(0.03) if mode == "static" else None)
+        ql = QuantLinear(
+            W,
+            torch.randn(48),
+            qweight=q,
+            w_scale=s,
+            w_zero=z,
+            w_bits=4,
+            group_size=32,
+            act_mode=mode,
+            act_scale=torch.tensor(0.03) if mode == "static" else None,
+        )
         x = torch.randn(2, 5, 96)
         ref = ql(x)
         model = torch.nn.Sequential(ql)
@@ -127,7 +146,13 @@ def test_quantized_model_runs_on_triton_backend(calib_ids):
     from fptq.scheme import ActSpec, QuantScheme, WeightSpec
 
     model = tiny_model("llama")
-    quantize_model(model, QuantScheme("w4a8_fptq", WeightSpec(4, "group", 32), ActSpec()), calib_ids, batch_size=4, progress=False)
+    quantize_model(
+        model,
+        QuantScheme("w4a8_fptq", WeightSpec(4, "group", 32), ActSpec()),
+        calib_ids,
+        batch_size=4,
+        progress=False,
+    )
     ids = calib_ids[:2, :16]
     with torch.no_grad():
         ref = model(ids).logits

@@ -36,7 +36,9 @@ def test_transform_preserves_logits(family, transform, calib_ids):
     make = {
         "lae": lambda st, ws: lae_scale(st.absmax),
         "smoothquant": lambda st, ws: smoothquant_scale(st.absmax, ws, 0.5),
-        "awq": lambda st, ws: awq_scale(st.sample_tensor(), ws, WeightSpec(bits=4, group_size=32, awq_grid=4)),
+        "awq": lambda st, ws: awq_scale(
+            st.sample_tensor(), ws, WeightSpec(bits=4, group_size=32, awq_grid=4)
+        ),
     }[transform]
     _fold_every_group(model, calib_ids, make)
     with torch.no_grad():

@@ -18,7 +18,10 @@ def _out_err(X, W, q, s, z, group):
     return float((X @ W.T - X @ dequantize_weight(q, s, z, group).T).pow(2).mean())
 
 
-@pytest.mark.parametrize("shape, group, act_order", [((6, 8), -1, False), ((32, 64), 16, False), ((32, 64), 16, True), ((32, 60), 16, False)])
+@pytest.mark.parametrize(
+    "shape, group, act_order",
+    [((6, 8), -1, False), ((32, 64), 16, False), ((32, 64), 16, True), ((32, 60), 16, False)],
+)
 def test_gptq_output_error_not_worse_than_rtn(shape, group, act_order):
     out, inp = shape
     X = _correlated(512, inp)
