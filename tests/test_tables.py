@@ -32,3 +32,46 @@ def test_table_from_store_matches_golden(tmp_path):
     df = latest(load_results(str(tmp_path), "e"))
     table = ppl_table(df.sort_values("scheme"), sets=["wikitext2"])
     assert to_markdown(table) == GOLDEN
+
+
+def test_layer_report_script(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rep = {
+        "layers": [
+            {
+                "name": "model.layers.0.mlp.down_proj",
+                "v": 200.0,
+                "strategy": "per_token_dynamic",
+                "transform": "none",
+                "output_sqnr": 20.0,
+            },
+            {
+                "name": "model.layers.1.mlp.down_proj",
+                "v": 20.0,
+                "strategy": "per_tensor_static",
+                "transform": "none",
+                "output_sqnr": 10.0,
+            },
+            {
+                "name": "model.layers.0.self_attn.q_proj",
+                "v": 30.0,
+                "strategy": "lae_static",
+                "transform": "lae",
+                "output_sqnr": 25.0,
+            },
+        ]
+    }
+    f = tmp_path / "quant_report.json"
+    f.write_text(json.dumps(rep))
+    script = Path(__file__).resolve().parents[1] / "analysis" / "layer_report.py"
+    out = subprocess.run(
+        [sys.executable, str(script), str(f)], capture_output=True, text=True, check=True
+    ).stdout
+    assert (
+        "| down_proj | 2 | 20.0 | 200.0 | 200.0 | per_tensor_static=1 per_token_dynamic=1 | 0 | 15.0 |" in out
+    )
+    assert "| q_proj | 1 | 30.0 | 30.0 | 30.0 | lae_static=1 | 1 | 25.0 |" in out
