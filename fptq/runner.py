@@ -110,19 +110,11 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         bos = tok.bos_token_id if spec.model.add_bos else None
         streams = {d: eval_tokens(d, tok, spec.data, spec.eval.seqlen) for d in spec.eval.datasets}
 
-        def ppl_all(tag: str) -> Dict[str, Dict[str, Any]]:
-            return {
-                d: perplexity(
-                    model,
-                    ids,
-                    spec.eval.seqlen,
-                    spec.eval.max_windows,
-                    bos,
-                    spec.eval.progress,
-                    desc=f"{tag} {d}",
-                ).as_dict()
-                for d, ids in streams.items()
-            }
+        def ppl(d: str, tag: str) -> Dict[str, Any]:
+            e = spec.eval
+            return perplexity(
+                model, streams[d], e.seqlen, e.max_windows, bos, e.progress, desc=f"{tag} {d}"
+            ).as_dict()
 
         baseline: Dict[str, Any] = {}
         cache = BaselineCache(spec.paths.cache_dir)
@@ -132,15 +124,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
                 key = baseline_key(spec, d)
                 baseline[d] = cache.get(key)
                 if baseline[d] is None:
-                    baseline[d] = perplexity(
-                        model,
-                        streams[d],
-                        spec.eval.seqlen,
-                        spec.eval.max_windows,
-                        bos,
-                        spec.eval.progress,
-                        desc=f"fp {d}",
-                    ).as_dict()
+                    baseline[d] = ppl(d, "fp")
                     cache.put(key, baseline[d])
             timings["baseline_eval_s"] = time.perf_counter() - t
 
@@ -170,7 +154,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
 
             log.info("triton backend on %d quantized linears", set_backend(model, "triton"))
         t = time.perf_counter()
-        metrics = ppl_all(scheme.name)
+        metrics = {d: ppl(d, scheme.name) for d in streams}
         timings["eval_s"] = time.perf_counter() - t
         zeroshot = None
         if spec.eval.tasks:
