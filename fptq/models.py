@@ -86,11 +86,8 @@ def _from_folder(folder: str, spec: ModelSpec, cache_dir: Optional[str] = None):
     tok_file = Path(folder) / "tokenizer.json"
     if tok_file.is_file():
         # Always the fast tokenizer: some transformers versions load a slow one that drops spaces.
-        cfg = (
-            json.loads((Path(folder) / "tokenizer_config.json").read_text())
-            if (Path(folder) / "tokenizer_config.json").is_file()
-            else {}
-        )
+        cfg_file = Path(folder) / "tokenizer_config.json"
+        cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
         special = {
             k: cfg[k]
             for k in ("bos_token", "eos_token", "unk_token", "pad_token")

@@ -133,18 +133,11 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
         "no equalization (add a mapping to fptq.arch.ARCHS for the real scheme)",
         type(model).__name__,
     )
-    if scheme.act is not None:
-        scheme = QuantScheme(
-            **{
-                **scheme.__dict__,
-                "act": type(scheme.act)(**{**scheme.act.__dict__, "strategy": "per_token_dynamic"}),
-            }
-        )
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
         if _ignored(name, scheme.ignore):
             continue
         st = ChannelStats(absmax=torch.ones(lin.in_features))
-        mode = DYNAMIC if scheme.act is not None else NONE
+        mode = DYNAMIC if scheme.act is not None else NONE  # the mode, not act.strategy, decides
         ql, wsqnr, ragged = _quantize_linear(lin, st, mode, scheme, name)
         model.set_submodule(name, ql)
         report.add(

@@ -32,6 +32,25 @@ TINY_CFG = dict(
 )
 
 
+# family -> (transformers config class, kwargs): architecture differences as data
+OPT_CFG = dict(
+    hidden_size=64,
+    ffn_dim=160,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    vocab_size=258,
+    max_position_embeddings=256,
+    word_embed_proj_dim=64,
+)
+TINY_FAMILIES = {
+    "llama": ("LlamaConfig", TINY_CFG),
+    "qwen2": ("Qwen2Config", TINY_CFG),
+    "gemma": ("GemmaConfig", dict(TINY_CFG, head_dim=16)),
+    "opt": ("OPTConfig", OPT_CFG),
+    "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4, vocab_size=258)),
+}
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -44,26 +63,10 @@ def tiny_model(kind: str = "llama", seed: int = 0, outliers: bool = True):
     import transformers
 
     torch.manual_seed(seed)
-    if kind == "llama":
-        cfg = transformers.LlamaConfig(**TINY_CFG)
-    elif kind == "qwen2":
-        cfg = transformers.Qwen2Config(**TINY_CFG)
-    elif kind == "gemma":
-        cfg = transformers.GemmaConfig(**TINY_CFG, head_dim=16)
-    elif kind == "opt":
-        cfg = transformers.OPTConfig(
-            hidden_size=64,
-            ffn_dim=160,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=258,
-            max_position_embeddings=256,
-            word_embed_proj_dim=64,
-        )
-    elif kind == "bloom":
-        cfg = transformers.BloomConfig(hidden_size=64, n_layer=2, n_head=4, vocab_size=258)
-    else:
+    if kind not in TINY_FAMILIES:
         raise ValueError(kind)
+    config_class, kwargs = TINY_FAMILIES[kind]
+    cfg = getattr(transformers, config_class)(**kwargs)
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

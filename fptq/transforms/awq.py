@@ -15,12 +15,15 @@ from fptq.scheme import WeightSpec
 
 
 def _output_error(
-    X: torch.Tensor, weights: Sequence[torch.Tensor], s: torch.Tensor, spec: WeightSpec
+    X: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    refs: Sequence[torch.Tensor],
+    s: torch.Tensor,
+    spec: WeightSpec,
 ) -> float:
     Xs = X / s
     err = 0.0
-    for W in weights:
-        ref = X @ W.T
+    for W, ref in zip(weights, refs, strict=True):
         Wq = fake_quant_weight(W * s, spec.bits, spec.group, spec.symmetric)
         err += float((Xs @ Wq.T - ref).pow(2).mean())
     return err
@@ -31,13 +34,14 @@ def awq_scale(X: torch.Tensor, weights: Sequence[torch.Tensor], spec: WeightSpec
     """X: (tokens, in) calibration sample; weights: each (out_i, in) -> s: (in,)."""
     X = X.float()
     weights = [w.float() for w in weights]
+    refs = [X @ W.T for W in weights]  # float outputs, the same for every grid point
     x_mean = X.abs().mean(0).clamp(min=1e-6)
     best, best_s = float("inf"), torch.ones_like(x_mean)
     for k in range(spec.awq_grid):
         a = k / spec.awq_grid
         s = x_mean.pow(a).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
-        err = _output_error(X, weights, s, spec)
+        err = _output_error(X, weights, refs, s, spec)
         if err < best:
             best, best_s = err, s
     return best_s
