@@ -1,12 +1,14 @@
 """Summarise a run's per-layer report (quant_report.json) by layer type: activation range v,
 chosen strategies, LAE, and output SQNR.
 
-    python analysis/layer_report.py outputs/.../quant_report.json [--md]
+    python analysis/layer_report.py outputs/.../quant_report.json
 """
 
 import argparse
 import json
 from collections import defaultdict
+
+from fptq.tables import to_markdown
 
 
 def summarise(report: dict) -> list:
@@ -40,12 +42,7 @@ def main() -> None:
     ap.add_argument("report")
     args = ap.parse_args()
     with open(args.report) as f:
-        rows = summarise(json.load(f))
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "|".join("---" for _ in cols) + "|")
-    for r in rows:
-        print("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
+        print(to_markdown(summarise(json.load(f))), end="")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fptq.granularity import resolve  # noqa: E402
 from fptq.primitives import quantize_weight  # noqa: E402
-from fptq.qlinear import QuantLinear  # noqa: E402
+from fptq.qlinear import QuantLinear, set_backend  # noqa: E402
 
 
 def build(layers: int, hidden: int, inter: int, heads: int, kv_heads: int, dtype, device):
@@ -39,13 +40,16 @@ def build(layers: int, hidden: int, inter: int, heads: int, kv_heads: int, dtype
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
-def to_w4a8(model, group: int):
-    from fptq.kernels.linear import set_backend
-
+def to_w4a8(model, granularity: str):
     for layer in model.model.layers:
         for name, lin in list(layer.named_modules()):
             if isinstance(lin, torch.nn.Linear):
-                q, s, z = quantize_weight(lin.weight.float(), 4, group, True)
+                K = lin.in_features
+                per_channel = granularity == "channel"
+                layout = resolve(
+                    "channel" if per_channel else "group", 0 if per_channel else int(granularity), K
+                )
+                q, s, z = quantize_weight(lin.weight.float(), 4, layout, True)
                 ql = QuantLinear(
                     lin.weight.data,
                     lin.bias,
@@ -53,7 +57,7 @@ def to_w4a8(model, group: int):
                     w_scale=s,
                     w_zero=z,
                     w_bits=4,
-                    group_size=group,
+                    group_size=layout.group_size,
                     act_mode="dynamic",
                 )
                 ql.weight = None  # the triton path reads only the packed weight: free the dense copy
@@ -105,7 +109,7 @@ def measure(model, device, batch_sizes, ctx, prefill, reps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--group", type=int, default=128, help="-1 for per-channel")
+    ap.add_argument("--group", default="128", help="weight group size, or 'channel' for per-channel")
     ap.add_argument("--out", default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
     args = ap.parse_args()

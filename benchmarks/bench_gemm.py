@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fptq.granularity import GroupLayout  # noqa: E402
 from fptq.kernels.reference import gemm_ref, pack_weight  # noqa: E402
-from fptq.primitives import quantize_weight  # noqa: E402
+from fptq.primitives import quantize_act_per_token, quantize_weight  # noqa: E402
 
 LLAMA2_7B = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
 LLAMA2_70B = [(8192, 28672)]
@@ -40,8 +41,8 @@ def timeit(fn, interpret: bool) -> float:
 
 
 def torch_act_quant(x):
-    s = x.abs().amax(-1, keepdim=True).float().clamp(min=1e-8) / 127
-    return torch.round(x.float() / s).clamp(-128, 127).to(torch.int8), s
+    q, s = quantize_act_per_token(x)
+    return q.to(torch.int8), s
 
 
 def run(ms, shapes, device, interpret, check=True):
@@ -53,9 +54,10 @@ def run(ms, shapes, device, interpret, check=True):
     for N, K in shapes:
         W = torch.randn(N, K, device=device, dtype=torch.float32) * 0.02
         packs = {}
-        for name, bits, group in [("w8a8", 8, -1), ("w4a8_ch", 4, -1), ("w4a8_g128", 4, 128)]:
-            q, s, z = quantize_weight(W, bits, group, True)
-            packs[name] = pack_weight(q, s, z, bits, group)
+        for name, bits, group in [("w8a8", 8, K), ("w4a8_ch", 4, K), ("w4a8_g128", 4, 128)]:
+            layout = GroupLayout(K, group)  # group K: per output channel
+            q, s, z = quantize_weight(W, bits, layout, True)
+            packs[name] = pack_weight(q, s, z, bits, layout.group_size)
         Wb = W.to(dt)
         w8 = packs["w8a8"].data.T.contiguous()  # (N, K) int8 for torch._int_mm's (K, N) view
         for M in ms:

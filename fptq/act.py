@@ -1,66 +1,99 @@
 """Activation strategies: decide, per linear, how its input is quantized.
 
-Every strategy maps (v = max|X| of the layer input, whether a norm feeds it, ActSpec) to one of
-the per-layer modes below. `fptq` is the paper's layerwise picker (arXiv 2308.15987, Sec. 3.3).
+A strategy maps (v = max|X| of the layer input, whether a norm feeds it, the ActSpec) to one of
+the per-layer modes in `LayerMode`. `fptq` is the paper's layerwise picker
+(arXiv 2308.15987, Sec. 3.3). Strategies are registered in `ACT_STRATEGIES`; `fptq.scheme`
+validates `act.strategy` against it.
 """
 
+from __future__ import annotations
+
 import fnmatch
-from typing import Optional
+from enum import Enum
+from typing import TYPE_CHECKING, Optional
 
 from fptq.registry import Registry
-from fptq.scheme import ActSpec
 
-STATIC, DYNAMIC, LAE, NONE = "per_tensor_static", "per_token_dynamic", "lae_static", "none"
+if TYPE_CHECKING:
+    from fptq.scheme import ActSpec
+
+
+class ActQuant(str, Enum):
+    """Runtime input quantization of one QuantLinear."""
+
+    NONE = "none"
+    STATIC = "static"  # per-tensor, scale fixed at calibration
+    DYNAMIC = "dynamic"  # per-token, scale computed per row at run time
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LayerMode(str, Enum):
+    """What the activation strategy decided for one layer (what the report and store count)."""
+
+    STATIC = "per_tensor_static"
+    DYNAMIC = "per_token_dynamic"
+    LAE = "lae_static"  # logarithmic activation equalization folded into the norm, then static
+    NONE = "none"  # float input (weight-only schemes)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def runtime(self) -> ActQuant:
+        return {
+            LayerMode.STATIC: ActQuant.STATIC,
+            LayerMode.LAE: ActQuant.STATIC,
+            LayerMode.DYNAMIC: ActQuant.DYNAMIC,
+            LayerMode.NONE: ActQuant.NONE,
+        }[self]
+
 
 ACT_STRATEGIES: Registry = Registry("activation strategy")
 
 
 @ACT_STRATEGIES.register("per_tensor_static")
-def _static(v: float, norm_fed: bool, spec: ActSpec) -> str:
-    return STATIC
+def _static(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+    return LayerMode.STATIC
 
 
 @ACT_STRATEGIES.register("per_token_dynamic")
-def _dynamic(v: float, norm_fed: bool, spec: ActSpec) -> str:
-    return DYNAMIC
+def _dynamic(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+    return LayerMode.DYNAMIC
 
 
 @ACT_STRATEGIES.register("lae_static")
-def _lae_static(v: float, norm_fed: bool, spec: ActSpec) -> str:
+def _lae_static(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
     """LAE wherever a norm can absorb it, per-tensor static everywhere."""
-    return LAE if norm_fed else STATIC
+    return LayerMode.LAE if norm_fed else LayerMode.STATIC
 
 
 @ACT_STRATEGIES.register("fptq")
-def _fptq(v: float, norm_fed: bool, spec: ActSpec) -> str:
+def _fptq(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
     """v < v0: static; v0 <= v <= v1: LAE + static (norm-fed) or `middle_band`; v > v1: dynamic."""
     if v < spec.v0:
-        return STATIC
+        return LayerMode.STATIC
     if v <= spec.v1:
         if norm_fed:
-            return LAE
-        return STATIC if spec.middle_band == "static" else DYNAMIC
-    return DYNAMIC
+            return LayerMode.LAE
+        return LayerMode.STATIC if spec.middle_band == "static" else LayerMode.DYNAMIC
+    return LayerMode.DYNAMIC
 
 
-def choose_mode(name: str, v: float, norm_fed: bool, spec: ActSpec) -> str:
+def choose_mode(name: str, v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
     """The per-layer mode for module `name`: strategy, then overrides, then LAE availability."""
     mode = ACT_STRATEGIES.get(spec.strategy)(v, norm_fed, spec)
     override = match_override(name, spec)
     if override is not None:
         mode = override
-    if mode == LAE and not (norm_fed and spec.lae):
-        mode = STATIC  # LAE needs a norm to absorb 1/s; `lae: false` ablates it
+    if mode == LayerMode.LAE and not (norm_fed and spec.lae):
+        mode = LayerMode.STATIC  # LAE needs a norm to absorb 1/s; `lae: false` ablates it
     return mode
 
 
-def match_override(name: str, spec: ActSpec) -> Optional[str]:
+def match_override(name: str, spec: ActSpec) -> Optional[LayerMode]:
     for pattern, mode in spec.overrides.items():
         if fnmatch.fnmatchcase(name, pattern):
-            return mode
+            return LayerMode(mode)
     return None
-
-
-def quant_mode(mode: str) -> str:
-    """Runtime input quantization of a layer: 'static', 'dynamic' or 'none'."""
-    return {STATIC: "static", LAE: "static", DYNAMIC: "dynamic", NONE: "none"}[mode]

@@ -110,11 +110,3 @@ def arch_of(model: nn.Module) -> ArchSpec:
             "fptq.arch.ARCHS (blocks path and norm -> linears groups)."
         )
     return ARCHS[name]
-
-
-def get_module(root: nn.Module, path: str) -> nn.Module:
-    return root.get_submodule(path)
-
-
-def blocks_of(model: nn.Module) -> nn.ModuleList:
-    return get_module(model, arch_of(model).blocks)

@@ -12,6 +12,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+# what feeds block i+1 during calibration: block i's quantized outputs (GPTQ's sequential
+# pattern, two passes per block) or its float outputs (one pass, about 2x faster)
+PROPAGATE = ("quantized", "float")
+
 
 @dataclass
 class ChannelStats:

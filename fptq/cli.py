@@ -18,7 +18,8 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     spec = to_run_spec(cfg)  # fails here, before any work, on a bad value
-    from fptq.runner import format_table, run
+    from fptq.record import format_table
+    from fptq.runner import run
 
     hc = HydraConfig.get()
     out_dir = hc.runtime.output_dir

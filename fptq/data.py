@@ -4,7 +4,6 @@
 files (each set's `local_path`, else the shared data folder), saying so in the log.
 """
 
-import json
 import logging
 import os
 import random
@@ -14,11 +13,12 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from fptq.hub import hub_reachable
+from fptq.calibration import PROPAGATE
+from fptq.files import read_jsonl
+from fptq.hub import SOURCES, use_hub
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("auto", "hub", "local")
 EVAL_SETS = ("wikitext2", "ptb", "c4")
 CALIB_SOURCES = ("c4", "wikitext2", "random")
 # file names inside the shared data folder (see its README)
@@ -59,8 +59,8 @@ class CalibSpec:
     propagate: str = "quantized"
 
     def __post_init__(self):
-        if self.propagate not in ("quantized", "float"):
-            raise ValueError(f"calib.propagate must be 'quantized' or 'float', got {self.propagate!r}")
+        if self.propagate not in PROPAGATE:
+            raise ValueError(f"calib.propagate must be one of {PROPAGATE}, got {self.propagate!r}")
         if self.source not in CALIB_SOURCES:
             raise ValueError(f"calib.source must be one of {CALIB_SOURCES}, got {self.source!r}")
         if self.n_samples < 1 or self.seqlen < 2:
@@ -97,23 +97,10 @@ def local_file(name: str, spec: DataSpec) -> Path:
 
 
 def _use_hub(name: str, spec: DataSpec) -> bool:
-    if spec.source == "local":
-        return False
-    if hub_reachable():
+    if use_hub(spec.source, f"data.{name}"):
         return True
-    if spec.source == "hub":
-        raise RuntimeError(
-            f"{name}: data.source=hub but the Hugging Face hub is unreachable; use data.source=auto or local"
-        )
-    log.info(
-        "%s: the Hugging Face hub is unreachable; loading the local copy %s", name, local_file(name, spec)
-    )
+    log.info("%s: loading the local copy %s", name, local_file(name, spec))
     return False
-
-
-def _read_jsonl(path: Path) -> List[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _wikitext2(spec: DataSpec) -> str:
@@ -144,7 +131,7 @@ def _c4_docs(spec: DataSpec, split: str) -> List[str]:
             else "en/c4-train.00000-of-01024.json.gz"
         )
         return load_dataset("allenai/c4", data_files={split: shard}, split=split)["text"]
-    return [d["text"] for d in _read_jsonl(local_file(name, spec))]
+    return [d["text"] for d in read_jsonl(local_file(name, spec))]
 
 
 def _c4(spec: DataSpec) -> str:

@@ -13,8 +13,8 @@ class LayerRecord:
     strategy: str  # per_tensor_static | per_token_dynamic | lae_static | none
     act: str  # runtime input quantization: static | dynamic | none
     transform: str  # lae | smoothquant | awq | none
-    w_bits: int
-    group_size: int
+    w_bits: int  # 16: float weights
+    group_size: Optional[int]  # None: per output channel (or float weights)
     ragged_group: bool  # in_features is not a multiple of the group size (last group shorter)
     weight_sqnr: float  # dB, quantized vs float weight (in the transformed space)
     output_sqnr: float  # dB, layer output on calibration rows vs the unquantized layer

@@ -8,39 +8,14 @@ leaves a half row. Readers skip a torn last line if one ever appears.
 import fcntl
 import json
 import logging
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
+from fptq.files import clean_json
+
 log = logging.getLogger(__name__)
 STORE_NAME = "results.jsonl"
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:
@@ -50,7 +25,7 @@ class ResultStore:
 
     def append(self, row: Dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        data = (json.dumps(_clean(row), sort_keys=True) + "\n").encode()
+        data = (json.dumps(clean_json(row), sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -1,25 +1,31 @@
 """Quantization scheme: frozen, validated at construction (torchao style).
 
 A scheme is data. The pipeline reads it; baselines (SmoothQuant W8A8, GPTQ/AWQ W4A16) and FPTQ
-are all just different `QuantScheme` values through the same code path.
+are all just different `QuantScheme` values through the same code path. Names (weight
+algorithms, activation strategies, per-layer modes, transforms) are validated against the
+registries that implement them, so there is one list of each.
 """
 
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-WEIGHT_ALGOS = ("rtn", "gptq", "awq")
-GRANULARITIES = ("channel", "group")
-ACT_STRATEGIES = ("per_tensor_static", "per_token_dynamic", "lae_static", "fptq")
+from fptq.act import ACT_STRATEGIES, LayerMode
+from fptq.granularity import GRANULARITIES, GroupLayout, resolve
+from fptq.transforms import TRANSFORMS
+from fptq.weight import WEIGHT_QUANTIZERS
+
 MIDDLE_BAND = ("static", "dynamic")
-EQUALIZERS = ("lae", "smoothquant")
 UNKNOWN_ARCH = ("error", "dynamic")
-TRANSFORMS = ("smoothquant",)
 KV_GRANULARITIES = ("per_head_token",)
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def _one_of(value, known, what: str) -> None:
+    _check(value in known, f"{what} must be one of {tuple(known)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -30,41 +36,49 @@ class WeightSpec:
     granularity: str = "group"  # channel | group
     group_size: int = 128  # used when granularity == "group"; a ragged last group is allowed
     symmetric: bool = True
-    algo: str = "rtn"  # rtn | gptq | awq
+    algo: str = "rtn"  # a key of fptq.weight.WEIGHT_QUANTIZERS: rtn | gptq | awq (clipping search)
     # GPTQ (Frantar et al. 2022, arXiv 2210.17323)
     damp: float = 0.01  # fraction of mean(diag(H)) added to the diagonal
     block_size: int = 128  # lazy-batch block of columns
     act_order: bool = False  # quantize columns by decreasing diag(H); groups stay static
-    # AWQ (Lin et al. 2023, arXiv 2306.00978)
-    awq_grid: int = 20  # grid points for the scale exponent in [0, 1)
-    awq_clip: bool = True  # search a per-group clipping ratio after scaling
+    # AWQ (Lin et al. 2023, arXiv 2306.00978): search a per-group clipping ratio (algo=awq)
+    awq_clip: bool = True
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"weight.bits must be in [2, 8], got {self.bits}")
-        _check(
-            self.granularity in GRANULARITIES,
-            f"weight.granularity must be one of {GRANULARITIES}, got {self.granularity!r}",
-        )
+        _one_of(self.granularity, GRANULARITIES, "weight.granularity")
         if self.granularity == "group":
             _check(self.group_size >= 1, f"weight.group_size must be >= 1, got {self.group_size}")
-        _check(self.algo in WEIGHT_ALGOS, f"weight.algo must be one of {WEIGHT_ALGOS}, got {self.algo!r}")
+        _one_of(self.algo, WEIGHT_QUANTIZERS.names(), "weight.algo")
         _check(0.0 < self.damp < 1.0, f"weight.damp must be in (0, 1), got {self.damp}")
         _check(self.block_size >= 1, f"weight.block_size must be >= 1, got {self.block_size}")
-        _check(self.awq_grid >= 2, f"weight.awq_grid must be >= 2, got {self.awq_grid}")
+
+    def layout(self, in_features: int, name: str = "") -> GroupLayout:
+        """This spec's groups on a layer with `in_features` inputs (an error if a group is wider)."""
+        return resolve(self.granularity, self.group_size, in_features, name)
 
     @property
-    def group(self) -> int:
-        """Group size along the input dimension; -1 means one group per output channel."""
-        return self.group_size if self.granularity == "group" else -1
+    def group_size_or_none(self) -> Optional[int]:
+        """The group size, or None for per-channel (for tables and the store)."""
+        return self.group_size if self.granularity == "group" else None
+
+    @property
+    def label(self) -> str:
+        """The weight axis as the `weight` config group names it, e.g. int4_g128, int8_channel_gptq."""
+        g = f"g{self.group_size}" if self.granularity == "group" else "channel"
+        sym = "" if self.symmetric else "_asym"
+        algo = "" if self.algo == "rtn" else f"_{self.algo}"
+        return f"int{self.bits}_{g}{sym}{algo}"
 
 
 @dataclass(frozen=True)
 class ActSpec:
     """Input-activation quantization of every quantized linear.
 
-    `strategy` picks the per-layer mode. `fptq` is the paper's layerwise picker on the calibration
-    range v = max|X|: v < v0 per-tensor static; v0 <= v <= v1 LAE + per-tensor static (norm-fed
-    layers) or `middle_band` (others); v > v1 per-token dynamic.
+    `strategy` (a key of fptq.act.ACT_STRATEGIES) picks the per-layer mode. `fptq` is the paper's
+    layerwise picker on the calibration range v = max|X|: v < v0 per-tensor static;
+    v0 <= v <= v1 LAE + per-tensor static (norm-fed layers) or `middle_band` (others);
+    v > v1 per-token dynamic.
     """
 
     bits: int = 8
@@ -72,7 +86,7 @@ class ActSpec:
     v0: float = 15.0
     v1: float = 150.0
     middle_band: str = "static"  # static | dynamic, for middle-band layers with no foldable norm
-    # fnmatch pattern on the module name -> strategy, applied after the picker (ablations)
+    # fnmatch pattern on the module name -> per-layer mode, applied after the strategy (ablations)
     overrides: Dict[str, str] = field(default_factory=dict)
     # LAE off: middle-band norm-fed layers go static without equalization (ablation)
     lae: bool = True
@@ -82,24 +96,19 @@ class ActSpec:
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"act.bits must be in [2, 8], got {self.bits}")
-        _check(
-            self.strategy in ACT_STRATEGIES,
-            f"act.strategy must be one of {ACT_STRATEGIES}, got {self.strategy!r}",
-        )
+        _one_of(self.strategy, ACT_STRATEGIES.names(), "act.strategy")
         _check(0 <= self.v0 <= self.v1, f"act thresholds need 0 <= v0 <= v1, got v0={self.v0}, v1={self.v1}")
-        _check(
-            self.middle_band in MIDDLE_BAND,
-            f"act.middle_band must be one of {MIDDLE_BAND}, got {self.middle_band!r}",
-        )
-        _check(
-            self.equalizer in EQUALIZERS, f"act.equalizer must be one of {EQUALIZERS}, got {self.equalizer!r}"
-        )
-        for pattern, strategy in self.overrides.items():
-            _check(
-                strategy in ("per_tensor_static", "per_token_dynamic", "lae_static", "none"),
-                f"act.overrides[{pattern!r}] = {strategy!r} is not a per-layer strategy "
-                "(per_tensor_static, per_token_dynamic, lae_static, none)",
-            )
+        _one_of(self.middle_band, MIDDLE_BAND, "act.middle_band")
+        equalizers = [n for n in TRANSFORMS.names() if not TRANSFORMS.get(n).weight_aware]
+        _one_of(self.equalizer, equalizers, "act.equalizer")
+        modes = [m.value for m in LayerMode]
+        for pattern, mode in self.overrides.items():
+            _one_of(mode, modes, f"act.overrides[{pattern!r}] (a per-layer mode)")
+
+    @property
+    def label(self) -> str:
+        """The activation axis as the `act` config group names it, e.g. fptq, per_token_dynamic."""
+        return self.strategy if self.bits == 8 else f"{self.strategy}_a{self.bits}"
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,7 @@ class KVSpec:
 
     def __post_init__(self):
         _check(self.bits in (0, 4, 8), f"kv.bits must be 0 (off), 4 or 8, got {self.bits}")
-        _check(
-            self.granularity in KV_GRANULARITIES,
-            f"kv.granularity must be one of {KV_GRANULARITIES}, got {self.granularity!r}",
-        )
+        _one_of(self.granularity, KV_GRANULARITIES, "kv.granularity")
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,10 @@ class QuantScheme:
     name: str = "fp"
     weight: Optional[WeightSpec] = None  # None: keep float weights
     act: Optional[ActSpec] = None  # None: weight-only (e.g. W4A16)
-    transforms: Tuple[str, ...] = ()  # applied in order before quantization, e.g. ("smoothquant",)
+    # keys of fptq.transforms.TRANSFORMS applied before quantization, e.g. ("smoothquant",)
+    transforms: Tuple[str, ...] = ()
     smoothquant_alpha: float = 0.5  # SmoothQuant migration strength (Xiao et al. 2022)
+    awq_grid: int = 20  # AWQ scale search: grid points for the exponent in [0, 1)
     kv: KVSpec = field(default_factory=KVSpec)
     ignore: Tuple[str, ...] = ("lm_head",)  # fnmatch patterns on module names left in float
     # a model class with no ArchSpec: fail, or quantize every linear with RTN weights and
@@ -132,26 +140,23 @@ class QuantScheme:
 
     def __post_init__(self):
         _check(bool(self.name), "quant.name must be a non-empty string")
+        object.__setattr__(self, "transforms", tuple(self.transforms))
+        object.__setattr__(self, "ignore", tuple(self.ignore))
         for t in self.transforms:
-            _check(t in TRANSFORMS, f"unknown transform {t!r}; known: {TRANSFORMS}")
+            _one_of(t, TRANSFORMS.names(), "each of quant.transforms")
+            _check(
+                self.weight is not None or not TRANSFORMS.get(t).needs_weight,
+                f"transform {t!r} searches with quantized weights; it needs quant.weight",
+            )
         _check(
             0.0 <= self.smoothquant_alpha <= 1.0,
             f"quant.smoothquant_alpha must be in [0, 1], got {self.smoothquant_alpha}",
         )
-        if self.weight is not None and self.weight.algo == "awq" and "smoothquant" in self.transforms:
+        _check(self.awq_grid >= 2, f"quant.awq_grid must be >= 2, got {self.awq_grid}")
+        if "awq" in self.transforms and "smoothquant" in self.transforms:
             raise ValueError("AWQ already searches per-channel scales; do not combine it with smoothquant")
-        _check(
-            self.on_unknown_arch in UNKNOWN_ARCH,
-            f"quant.on_unknown_arch must be one of {UNKNOWN_ARCH}, got {self.on_unknown_arch!r}",
-        )
-        object.__setattr__(self, "transforms", tuple(self.transforms))
-        object.__setattr__(self, "ignore", tuple(self.ignore))
+        _one_of(self.on_unknown_arch, UNKNOWN_ARCH, "quant.on_unknown_arch")
 
     @property
     def is_float(self) -> bool:
         return self.weight is None and self.act is None and self.kv.bits == 0 and not self.transforms
-
-    def describe(self) -> str:
-        w = "W16" if self.weight is None else f"W{self.weight.bits}"
-        a = "A16" if self.act is None else f"A{self.act.bits}"
-        return f"{self.name} ({w}{a})"

@@ -1,5 +1,6 @@
-"""Tables from the results store: one row per (model, scheme, settings), perplexity per set,
-the gap to the float baseline, and the per-layer strategy mix. Used by analysis/tables.py."""
+"""Tables from the results store: one row per (model, scheme, settings), the scheme's two axes
+(weight, act), perplexity per set, the gap to the float baseline, and the per-layer strategy mix.
+Used by analysis/."""
 
 from typing import Iterable, List, Optional, Sequence
 
@@ -8,6 +9,7 @@ import pandas as pd
 from fptq.results import ResultStore
 
 SETS = ("wikitext2", "c4", "ptb")
+AXES = ("weight", "act")  # the scheme's composition axes (config groups `weight` and `act`)
 
 
 def load_results(results_dir: str, experiment: Optional[str] = None) -> pd.DataFrame:
@@ -29,6 +31,8 @@ def ppl_table(df: pd.DataFrame, sets: Iterable[str] = SETS, extra: Sequence[str]
     rows: List[dict] = []
     for _, r in df.iterrows():
         row = {"model": r["model"], "scheme": r["scheme"]}
+        for axis in AXES:
+            row[axis] = r.get(axis)
         for c in extra:
             row[c] = r.get(c)
         for s in sets:
@@ -50,7 +54,10 @@ def ppl_table(df: pd.DataFrame, sets: Iterable[str] = SETS, extra: Sequence[str]
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame | List[dict]) -> str:
+    """A GitHub markdown table; empty cells for None/NaN."""
+    if not isinstance(table, pd.DataFrame):
+        table = pd.DataFrame(table)
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in table.iterrows():

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fptq.kernels.reference import PackedWeight
+from .reference import PackedWeight
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -214,7 +214,7 @@ def gemm(
     M, K = a_q.shape
     if K != w.in_features:
         raise ValueError(f"K mismatch: activations have {K}, weight has {w.in_features}")
-    if raw and w.group_size != -1:
+    if raw and not w.per_channel:
         raise ValueError("raw int32 accumulators are defined for per-channel weights only")
     N = w.out_features
     split = 1 if raw else (default_split_k(M, N, K) if split_k is None else int(split_k))
@@ -222,7 +222,7 @@ def gemm(
         c = torch.zeros((M, N), dtype=torch.float32, device=a_q.device)
     else:
         c = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=a_q.device)
-    group = -1 if w.group_size == -1 or w.group_size >= K else w.group_size
+    group = 0 if w.per_channel else w.group_size  # GROUP=0: one int32 accumulator over all of K
     if group > 0 and group % 32:
         raise ValueError(f"kernel group size must be a multiple of 32, got {group}")
     zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric

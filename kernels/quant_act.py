@@ -1,7 +1,8 @@
 """Fused int8 activation quantization: one program per row (token).
 
 Per-token dynamic: absmax over the row, scale = absmax / 127, q = round(x / scale).
-Per-tensor static: the given scale. Rounds half away from zero (kernels/reference.py matches).
+Per-tensor static: the given scale. Rounds half to even, as `torch.round` and
+`fptq.primitives.quantize_act_per_token` do (the tests check ties).
 On CPU set TRITON_INTERPRET=1 before importing this module.
 """
 
@@ -40,7 +41,11 @@ def _quant_act_kernel(
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32) * inv
-        q = tl.where(x >= 0, tl.floor(x + 0.5), -tl.floor(-x + 0.5))
+        # round half to even: floor(x + 0.5), minus one where x sat exactly on a tie and the
+        # result is odd (portable: no libdevice, runs in the interpreter too)
+        q = tl.floor(x + 0.5)
+        odd = (q - 2.0 * tl.floor(q * 0.5)) != 0.0
+        q = tl.where(((q - x) == 0.5) & odd, q - 1.0, q)
         q = tl.minimum(tl.maximum(q, -QMAX - 1), QMAX)
         tl.store(q_row + rk, q.to(tl.int8), mask=rk < K)
 

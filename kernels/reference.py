@@ -7,8 +7,10 @@ Packed int4 layout (chosen for the GEMM's loads, C = A @ W^T with A (M, K) int8)
   and multiplies its low nibbles with A's even columns and its high nibbles with the odd ones.
   Scales: (n_groups, N) float32 (n_groups = 1 per-channel); zeros: (n_groups, N) int32.
 int8 layout (W8A8): (K, N) int8 = W^T.
+`group_size` is the resolved group size along K: group_size == K is per output channel.
 
-Activation quantization rounds half away from zero (what the Triton kernel does).
+The activation quantizer's reference is `fptq.primitives.quantize_act_per_token` (the kernels
+round half to even, as it does); this package imports nothing from the rest of fptq.
 """
 
 from dataclasses import dataclass
@@ -23,20 +25,13 @@ class PackedWeight:
     scale: torch.Tensor  # (n_groups, N) float32
     zero: Optional[torch.Tensor]  # (n_groups, N) int32, or None (symmetric)
     bits: int
-    group_size: int  # -1: per output channel
+    group_size: int  # columns of K per scale; == in_features: per output channel
     in_features: int
     out_features: int
 
-    def to(self, device) -> "PackedWeight":
-        return PackedWeight(
-            self.data.to(device),
-            self.scale.to(device),
-            None if self.zero is None else self.zero.to(device),
-            self.bits,
-            self.group_size,
-            self.in_features,
-            self.out_features,
-        )
+    @property
+    def per_channel(self) -> bool:
+        return self.group_size >= self.in_features
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -64,8 +59,10 @@ def unpack_int4(packed: torch.Tensor, K: int, signed: bool = True) -> torch.Tens
 def pack_weight(
     q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int, group_size: int
 ) -> PackedWeight:
-    """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups)."""
+    """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups); group_size in [1, K]."""
     N, K = q.shape
+    if not 1 <= group_size <= K:
+        raise ValueError(f"group_size must be in [1, K={K}], got {group_size}")
     if bits == 4:
         data = pack_int4(q)
     elif bits == 8:
@@ -74,24 +71,6 @@ def pack_weight(
         raise ValueError(f"packed kernels support 4- and 8-bit weights, got {bits}")
     z = None if zero is None else zero.T.contiguous().to(torch.int32)
     return PackedWeight(data, scale.T.contiguous().float(), z, bits, group_size, K, N)
-
-
-def round_half_away(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
-
-
-def quant_act_per_token_ref(x: torch.Tensor, bits: int = 8):
-    """x: (M, K) float -> (int8 codes (M, K), scale (M,) float32)."""
-    qmax = 2 ** (bits - 1) - 1
-    s = x.float().abs().amax(-1).clamp(min=1e-8) / qmax
-    q = round_half_away(x.float() / s[:, None]).clamp(-qmax - 1, qmax)
-    return q.to(torch.int8), s
-
-
-def quant_act_static_ref(x: torch.Tensor, scale: float, bits: int = 8):
-    qmax = 2 ** (bits - 1) - 1
-    q = round_half_away(x.float() / scale).clamp(-qmax - 1, qmax)
-    return q.to(torch.int8), torch.full((x.shape[0],), float(scale), device=x.device)
 
 
 def weight_codes(w: PackedWeight) -> torch.Tensor:
@@ -114,9 +93,7 @@ def gemm_ref(
 ) -> torch.Tensor:
     """Dequantized output in float32: (a_q * a_scale) @ dequant(W)^T (+ bias)."""
     q = weight_codes(w).double()
-    K = w.in_features
-    g = K if w.group_size == -1 else w.group_size
-    idx = torch.arange(K, device=q.device) // g
+    idx = torch.arange(w.in_features, device=q.device) // w.group_size
     s = w.scale.double()[idx].T  # (N, K)
     z = 0 if w.zero is None else w.zero.double()[idx].T
     Wd = (q - z) * s

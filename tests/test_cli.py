@@ -110,3 +110,33 @@ def test_triton_backend_run_in_interpreter(tmp_path):
     )
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["backend"] == "triton" and result["metrics"]["ppl"]["wikitext2"]["ppl"] > 1
+
+
+def test_composition_sweep_names_both_axes(tmp_path):
+    """weight x act as a grid: one row per pair, each axis a column of the store and the table."""
+    _run(
+        [
+            "-m",
+            "weight=int4_g128,int4_g64",
+            "act=fptq,per_token_dynamic",
+            "eval.baseline=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+    )
+    rows = ResultStore(str(tmp_path / "results")).read()
+    pairs = sorted((r["weight"], r["act"]) for r in rows)
+    assert pairs == [
+        ("int4_g128", "fptq"),
+        ("int4_g128", "per_token_dynamic"),
+        ("int4_g64", "fptq"),
+        ("int4_g64", "per_token_dynamic"),
+    ]
+    assert {r["group_size"] for r in rows} == {128, 64}
+    assert all(r["n_per_token_dynamic"] == 14 for r in rows if r["act"] == "per_token_dynamic")
+    import pandas as pd
+
+    from fptq.tables import ppl_table
+
+    table = ppl_table(pd.DataFrame(rows))
+    assert {"weight", "act"} <= set(table.columns) and len(table) == 4

@@ -1,8 +1,9 @@
-"""Every config composes and validates; typos and bad values fail before any work."""
+"""Every config composes and validates to what its name says; typos and bad values fail early."""
 
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -11,9 +12,26 @@ from fptq.config import register_configs, to_run_spec
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
-GROUPS = ["model", "quant", "calib", "eval", "data", "logger", "paths"]
+GROUPS = ["model", "quant", "weight", "act", "calib", "eval", "data", "logger", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+# preset -> (weight axis, act axis, transforms): the compositions, and the old numbers' settings
+PRESETS = {
+    "fp": ("none", "none", ()),
+    "w8a8_rtn": ("int8_channel", "per_token_dynamic", ()),
+    "w8a8_smoothquant": ("int8_channel", "per_token_dynamic", ("smoothquant",)),
+    "w4a16_rtn_g128": ("int4_g128", "none", ()),
+    "w4a16_gptq_g128": ("int4_g128_gptq", "none", ()),
+    "w4a16_awq_g128": ("int4_g128_asym_awq", "none", ("awq",)),
+    "w4a8_rtn": ("int4_channel", "per_token_dynamic", ()),
+    "w4a8_dynamic": ("int4_g128", "per_token_dynamic", ()),
+    "w4a8_static": ("int4_g128", "per_tensor_static", ()),
+    "w4a8_smoothquant": ("int4_g128", "per_token_dynamic", ("smoothquant",)),
+    "w4a8_fptq": ("int4_g128", "fptq", ()),
+    "w4a8_fptq_gptq": ("int4_g128_gptq", "fptq", ()),
+    "w4a8_fptq_sq": ("int4_g128", "fptq", ()),
+}
 
 
 def _compose(overrides):
@@ -21,10 +39,38 @@ def _compose(overrides):
         return compose(config_name="config", overrides=overrides, return_hydra_config=False)
 
 
+def _axes(q):
+    return (q.weight.label if q.weight else "none", q.act.label if q.act else "none", q.transforms)
+
+
 @pytest.mark.parametrize("group, option", OPTIONS)
-def test_every_option_composes_and_validates(group, option):
+def test_every_option_composes_to_what_it_names(group, option):
     spec = to_run_spec(_compose([f"{group}={option}"]))
-    assert spec is not None
+    q = spec.quant
+    if group == "model":
+        assert spec.model.name == option
+    elif group == "quant":
+        assert q.name == option and _axes(q) == PRESETS[option]
+    elif group == "weight":
+        assert _axes(q)[0] == option and q.name == "w4a8_fptq"  # the default preset, this weight
+    elif group == "act":
+        assert _axes(q)[1] == option and _axes(q)[0] == "int4_g128"
+    elif group == "calib":
+        c = spec.calib
+        assert option == f"{c.source}_{c.n_samples}x{c.seqlen}"
+    elif group == "eval":
+        raw = yaml.safe_load((CONF / "eval" / f"{option}.yaml").read_text())
+        assert spec.eval.datasets == tuple(raw.get("datasets", ["wikitext2"]))
+        assert spec.eval.tasks == tuple(raw.get("tasks", ()))
+        assert spec.eval.max_windows == raw.get("max_windows", 8)
+    elif group == "logger":
+        assert spec.logger.name == option
+    else:  # data, paths: defaults
+        assert spec.data.source == "auto" and spec.paths.results_dir
+
+
+def test_every_preset_is_listed():
+    assert sorted(PRESETS) == sorted(o for g, o in OPTIONS if g == "quant")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -34,19 +80,24 @@ def test_every_experiment_composes_with_debug(experiment):
     assert spec.experiment_name == experiment
 
 
-def test_quant_presets_are_what_their_names_say():
-    by = {o: to_run_spec(_compose([f"quant={o}"])).quant for g, o in OPTIONS if g == "quant"}
+def test_preset_settings_are_the_published_recipes():
+    by = {o: to_run_spec(_compose([f"quant={o}"])).quant for o in PRESETS}
     assert by["fp"].is_float
-    assert by["w4a8_fptq"].act.strategy == "fptq" and by["w4a8_fptq"].weight.algo == "rtn"
-    assert (
-        by["w4a8_fptq"].weight.group == 128 and by["w4a8_fptq"].act.v0 == 15 and by["w4a8_fptq"].act.v1 == 150
-    )
-    assert by["w4a8_fptq_gptq"].weight.algo == "gptq"
-    assert by["w8a8_smoothquant"].transforms == ("smoothquant",) and by["w8a8_smoothquant"].weight.bits == 8
-    assert by["w4a16_gptq_g128"].act is None and by["w4a16_awq_g128"].weight.algo == "awq"
-    assert by["w4a8_rtn"].weight.group == -1 and by["w4a8_rtn"].act.strategy == "per_token_dynamic"
-    for name, q in by.items():
-        assert q.name == name
+    fptq = by["w4a8_fptq"]
+    assert (fptq.act.v0, fptq.act.v1, fptq.act.middle_band, fptq.act.lae) == (15, 150, "static", True)
+    assert fptq.weight.layout(576).group_size == 128 and fptq.weight.symmetric
+    gptq = by["w4a16_gptq_g128"].weight
+    assert (gptq.damp, gptq.block_size, gptq.act_order) == (0.01, 128, False)
+    assert by["w4a16_awq_g128"].awq_grid == 20 and by["w4a16_awq_g128"].weight.awq_clip
+    assert by["w4a8_fptq_sq"].act.equalizer == "smoothquant" and by["w4a8_fptq_sq"].smoothquant_alpha == 0.5
+    assert by["w8a8_smoothquant"].smoothquant_alpha == 0.5
+
+
+def test_axes_override_a_preset():
+    q = to_run_spec(_compose(["quant=w4a16_rtn_g128", "weight=int4_g64", "act=per_token_dynamic"])).quant
+    assert q.name == "w4a16_rtn_g128" and _axes(q) == ("int4_g64", "per_token_dynamic", ())
+    q = to_run_spec(_compose(["quant=w4a8_fptq_sq", "quant.act.middle_band=dynamic"])).quant
+    assert q.act.middle_band == "dynamic" and q.act.equalizer == "smoothquant"
 
 
 def test_typo_fails_at_compose():
@@ -64,10 +115,15 @@ def test_wrong_type_fails_at_compose():
     [
         ("quant.weight.bits=9", "weight.bits"),
         ("quant.weight.group_size=0", "group_size"),
+        ("quant.weight.algo=omniquant", "weight.algo must be one of .*'gptq'"),
         ("quant.act.v0=200", "v0 <= v1"),
+        ("quant.act.strategy=smart", "act.strategy must be one of"),
         ("quant.smoothquant_alpha=1.5", "alpha"),
+        ("quant.transforms=[hadamard]", "quant.transforms"),
         ("eval.datasets=[wikitext3]", "wikitext3"),
+        ("eval.tasks=[piqa,mmlu_pro]", "mmlu_pro"),
         ("model.source=s3", "model.source"),
+        ("backend=cuda_graphs", "backend"),
     ],
 )
 def test_bad_values_fail_before_any_work(override, msg):
@@ -75,7 +131,8 @@ def test_bad_values_fail_before_any_work(override, msg):
         to_run_spec(_compose([override]))
 
 
-def test_unknown_model_lists_available():
+@pytest.mark.parametrize("group, bad", [("model", "llama-9000"), ("weight", "int3_g128"), ("act", "smart")])
+def test_unknown_option_lists_available(group, bad):
     with pytest.raises(ConfigCompositionException) as e:
-        _compose(["model=llama-9000"])
-    assert "smollm2-135m" in str(e.value.__cause__ or e.value) or "Available options" in str(e.value)
+        _compose([f"{group}={bad}"])
+    assert "Available options" in str(e.value)

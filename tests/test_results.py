@@ -1,6 +1,9 @@
 import json
 
-from fptq.results import ResultStore, write_json_atomic
+import pytest
+
+from fptq.files import read_jsonl, write_json_atomic
+from fptq.results import ResultStore
 
 
 def test_append_and_read(tmp_path):
@@ -23,3 +26,10 @@ def test_write_json_atomic_leaves_no_temp(tmp_path):
     write_json_atomic(tmp_path / "x" / "result.json", {"v": 1.5})
     assert json.loads((tmp_path / "x" / "result.json").read_text()) == {"v": 1.5}
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["result.json"]
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    f = tmp_path / "docs.jsonl"
+    f.write_text('{"text": "a"}\n\n{"text": \n')
+    with pytest.raises(ValueError, match=r"docs.jsonl:3: not a JSON object per line"):
+        read_jsonl(f)

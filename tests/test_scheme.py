@@ -35,12 +35,27 @@ def test_scheme_rejects():
         QuantScheme(name="x", smoothquant_alpha=1.5)
     with pytest.raises(ValueError, match="transform"):
         QuantScheme(name="x", transforms=("hadamard",))
+    with pytest.raises(ValueError, match="needs quant.weight"):
+        QuantScheme(name="x", transforms=("awq",))
+    with pytest.raises(ValueError, match="do not combine"):
+        QuantScheme(name="x", weight=WeightSpec(), transforms=("awq", "smoothquant"))
+    with pytest.raises(ValueError, match="equalizer"):
+        ActSpec(equalizer="awq")  # a weight-aware search, not an activation equalizer
     with pytest.raises(ValueError, match="kv.bits"):
         KVSpec(bits=3)
 
 
-def test_group_property_and_float():
-    assert WeightSpec(granularity="channel").group == -1
-    assert WeightSpec(group_size=64).group == 64
+def test_layout_labels_and_float():
+    assert WeightSpec(granularity="channel").layout(576).per_channel
+    assert WeightSpec(group_size=64).layout(576).n_groups == 9
+    assert WeightSpec(granularity="channel").group_size_or_none is None
+    assert WeightSpec(group_size=64).group_size_or_none == 64
+    assert WeightSpec().label == "int4_g128"
+    assert WeightSpec(8, "channel").label == "int8_channel"
+    assert WeightSpec(group_size=128, symmetric=False, algo="awq").label == "int4_g128_asym_awq"
+    assert (
+        ActSpec().label == "fptq"
+        and ActSpec(bits=6, strategy="per_token_dynamic").label == "per_token_dynamic_a6"
+    )
     assert QuantScheme().is_float
     assert not QuantScheme(name="w", weight=WeightSpec()).is_float

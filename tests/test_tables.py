@@ -1,10 +1,10 @@
 from fptq.results import ResultStore
 from fptq.tables import latest, load_results, ppl_table, to_markdown
 
-GOLDEN = """| model | scheme | wikitext2 ppl | wikitext2 Δfp | wikitext2 windows | quantize s | act layers |
-|---|---|---|---|---|---|---|
-| m | fp | 20.0 |  | 40 |  |  |
-| m | w4a8_fptq | 21.5 | 1.5 | 40 | 95.2 | lae_static=2 per_tensor_static=5 |
+GOLDEN = """| model | scheme | weight | act | wikitext2 ppl | wikitext2 Δfp | wikitext2 windows | quantize s | act layers |
+|---|---|---|---|---|---|---|---|---|
+| m | fp | none | none | 20.0 |  | 40 |  |  |
+| m | w4a8_fptq | int4_g128 | fptq | 21.5 | 1.5 | 40 | 95.2 | lae_static=2 per_tensor_static=5 |
 """
 
 
@@ -14,11 +14,22 @@ def test_table_from_store_matches_golden(tmp_path):
     store.append(
         dict(base, scheme="w4a8_fptq", ppl_wikitext2=99.0, finished_at="2026-01-01T00:00:00", quantize_s=1.0)
     )
-    store.append(dict(base, scheme="fp", ppl_wikitext2=20.0, finished_at="2026-01-01T00:00:01"))
+    store.append(
+        dict(
+            base,
+            scheme="fp",
+            weight="none",
+            act="none",
+            ppl_wikitext2=20.0,
+            finished_at="2026-01-01T00:00:01",
+        )
+    )
     store.append(
         dict(
             base,
             scheme="w4a8_fptq",
+            weight="int4_g128",
+            act="fptq",
             ppl_wikitext2=21.5,
             finished_at="2026-01-02T00:00:00",
             quantize_s=95.21,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from fptq.data import DataSpec, shared_data_root
+from fptq.files import read_jsonl
 
 COMMONSENSE = ("piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "boolq", "openbookqa")
 MMLU_CATEGORIES = {
@@ -24,11 +25,6 @@ MMLU_CATEGORIES = {
     "mmlu_social_sciences_tasks": "social_sciences",
     "mmlu_other_tasks": "other",
 }
-
-
-def _read_jsonl(path: Path) -> List[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _need(path: Path) -> Path:
@@ -43,7 +39,7 @@ def _need(path: Path) -> Path:
 
 
 def _piqa(root: Path) -> List[dict]:
-    docs = _read_jsonl(_need(root / "piqa" / "valid.jsonl"))
+    docs = read_jsonl(_need(root / "piqa" / "valid.jsonl"))
     labels = _need(root / "piqa" / "valid-labels.lst").read_text().split()
     if len(labels) != len(docs):
         raise ValueError(f"piqa: {len(docs)} documents but {len(labels)} labels in valid-labels.lst")
@@ -57,7 +53,7 @@ def _letters(n: int) -> List[str]:
 def _arc(name: str) -> Callable[[Path], List[dict]]:
     def conv(root: Path) -> List[dict]:
         out = []
-        for d in _read_jsonl(_need(root / "zeroshot" / f"{name}.jsonl")):
+        for d in read_jsonl(_need(root / "zeroshot" / f"{name}.jsonl")):
             labels = _letters(len(d["choices"]))
             q = d["query"][len("Question: ") :] if d["query"].startswith("Question: ") else d["query"]
             out.append(
@@ -89,13 +85,13 @@ def split_hellaswag_ctx(ctx: str) -> Dict[str, str]:
 def _hellaswag(root: Path) -> List[dict]:
     return [
         dict(split_hellaswag_ctx(d["ctx"]), endings=d["endings"], label=str(d["label"]))
-        for d in _read_jsonl(_need(root / "zeroshot" / "hellaswag.jsonl"))
+        for d in read_jsonl(_need(root / "zeroshot" / "hellaswag.jsonl"))
     ]
 
 
 def _winogrande(root: Path) -> List[dict]:
     out = []
-    for d in _read_jsonl(_need(root / "zeroshot" / "winogrande.jsonl")):
+    for d in read_jsonl(_need(root / "zeroshot" / "winogrande.jsonl")):
         a, b = d["context_options"]
         n = 0
         while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -114,7 +110,7 @@ def _winogrande(root: Path) -> List[dict]:
 
 def _boolq(root: Path) -> List[dict]:
     out = []
-    for d in _read_jsonl(_need(root / "zeroshot" / "boolq.jsonl")):
+    for d in read_jsonl(_need(root / "zeroshot" / "boolq.jsonl")):
         body = d["query"][len("Passage: ") :]
         passage, _, question = body.rpartition("\nQuestion: ")
         out.append(
@@ -129,7 +125,7 @@ def _boolq(root: Path) -> List[dict]:
 
 def _openbookqa(root: Path) -> List[dict]:
     out = []
-    for d in _read_jsonl(_need(root / "zeroshot" / "openbookqa.jsonl")):
+    for d in read_jsonl(_need(root / "zeroshot" / "openbookqa.jsonl")):
         labels = _letters(len(d["choices"]))
         out.append(
             {
@@ -144,7 +140,7 @@ def _openbookqa(root: Path) -> List[dict]:
 def _lambada(root: Path) -> List[dict]:
     return [
         {"text": d["context"] + " " + d["continuation"]}
-        for d in _read_jsonl(_need(root / "zeroshot" / "lambada_openai.jsonl"))
+        for d in read_jsonl(_need(root / "zeroshot" / "lambada_openai.jsonl"))
     ]
 
 
@@ -180,6 +176,13 @@ LOCAL_TASKS: Dict[str, LocalTask] = {
     "lambada_openai": LocalTask("lambada/lambada_openai.yaml", "test", _lambada),
 }
 KNOWN_TASKS = tuple(LOCAL_TASKS) + ("mmlu",)
+
+
+def check_tasks(names) -> None:
+    """Every name must be a known task (the one list: LOCAL_TASKS plus mmlu)."""
+    unknown = [n for n in names if n not in KNOWN_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {list(KNOWN_TASKS)}")
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -230,6 +233,7 @@ def build_local_task_configs(
     names: List[str], data_root: Path, cache: Path, mmlu_shots: int = 5
 ) -> Dict[str, dict]:
     """Task name -> lm-eval task config dict reading converted local files."""
+    check_tasks(names)
     configs = {}
     for name in names:
         if name == "mmlu":
@@ -255,8 +259,6 @@ def build_local_task_configs(
                 cfg.pop("tag", None)
                 configs[cfg["task"]] = cfg
             continue
-        if name not in LOCAL_TASKS:
-            raise ValueError(f"unknown task {name!r}; known: {list(KNOWN_TASKS)}")
         t = LOCAL_TASKS[name]
         cfg = load_task_yaml(t.yaml)
         cfg.pop("tag", None)

@@ -13,17 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from fptq.data import DataSpec
-from fptq.eval.tasks import COMMONSENSE, KNOWN_TASKS, build_local_task_configs, mmlu_subjects, task_data_root
-from fptq.hub import hub_reachable
+from fptq.eval.tasks import COMMONSENSE, build_local_task_configs, check_tasks, mmlu_subjects, task_data_root
+from fptq.hub import use_hub
 
 log = logging.getLogger(__name__)
-METRICS = ("acc", "acc_norm", "perplexity")
-
-
-def check_tasks(names: List[str]) -> None:
-    for n in names:
-        if n not in KNOWN_TASKS:
-            raise ValueError(f"unknown task {n!r}; known: {list(KNOWN_TASKS)}")
 
 
 def _task_objects(
@@ -57,37 +50,38 @@ def evaluate_tasks(
     check_tasks(names)
     if not names:
         return {"tasks": {}, "summary": {}}
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     t0 = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    use_hub = source == "hub" or (source == "auto" and data_spec.source != "local" and hub_reachable())
+    # eval.task_source wins; "auto" follows data.source (which may itself be auto)
+    from_hub = use_hub(source if source != "auto" else data_spec.source, "lm-eval tasks")
+
+    def tasks_for(subset: List[str]):
+        """Hub: lm-eval's own task names; local: its YAMLs over converted local files."""
+        return subset if from_hub else _task_objects(subset, data_spec, task_data, cache_dir, mmlu_shots)
+
     runs = []
     plain = [n for n in names if n != "mmlu"]
-    m_limit = mmlu_limit if mmlu_limit is not None else limit
-    if use_hub:
-        if plain:
-            runs.append(dict(tasks=plain, num_fewshot=None, limit=limit))
-        if "mmlu" in names:
-            runs.append(dict(tasks=["mmlu"], num_fewshot=mmlu_shots, limit=m_limit))
-    else:
-        if plain:
-            runs.append(
-                dict(
-                    tasks=_task_objects(plain, data_spec, task_data, cache_dir, mmlu_shots),
-                    num_fewshot=None,
-                    limit=limit,
-                )
-            )
-        if "mmlu" in names:
-            runs.append(
-                dict(
-                    tasks=_task_objects(["mmlu"], data_spec, task_data, cache_dir, mmlu_shots),
-                    num_fewshot=None,
-                    limit=m_limit,
-                )
-            )
+    if plain:
+        runs.append(dict(tasks=tasks_for(plain), num_fewshot=None, limit=limit))
+    if "mmlu" in names:  # its own call: few-shot, and its own per-subject limit
+        m_limit = mmlu_limit if mmlu_limit is not None else limit
+        # local MMLU configs carry num_fewshot themselves (fewshot_split: dev)
+        runs.append(
+            dict(tasks=tasks_for(["mmlu"]), num_fewshot=mmlu_shots if from_hub else None, limit=m_limit)
+        )
+    tasks = _run_all(lm, runs, seed)
+    summary = summarize(tasks)
+    summary["seconds"] = time.perf_counter() - t0
+    summary["source"] = "hub" if from_hub else "local"
+    return {"tasks": tasks, "summary": summary}
+
+
+def _run_all(lm, runs: List[Dict[str, Any]], seed: int) -> Dict[str, Dict[str, Any]]:
+    """Run each lm-eval call; per task, its metrics (and stderrs) without lm-eval's filter suffix."""
+    from lm_eval import simple_evaluate
+
     results: Dict[str, Dict[str, Any]] = {}
     n_samples: Dict[str, int] = {}
     for run in runs:
@@ -117,10 +111,7 @@ def evaluate_tasks(
         if task in n_samples:
             row["n"] = n_samples[task]
         tasks[task] = row
-    summary = summarize(tasks)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["source"] = "hub" if use_hub else "local"
-    return {"tasks": tasks, "summary": summary}
+    return tasks
 
 
 def summarize(tasks: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:

@@ -10,12 +10,19 @@ computed up front from the original weights ("static groups"), so that group g a
 columns [g*G, (g+1)*G) and packed kernels need no g_idx.
 """
 
+from __future__ import annotations
+
 import logging
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
-from fptq.primitives import dequantize, expand_groups, group_bounds, qparams, quantize, weight_qparams
+from fptq.granularity import GroupLayout
+from fptq.primitives import dequantize, qparams, quantize, weight_qparams
+
+if TYPE_CHECKING:
+    from fptq.calibration import ChannelStats
+    from fptq.scheme import WeightSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ def gptq_quantize(
     W: torch.Tensor,
     H: torch.Tensor,
     bits: int,
-    group_size: int,
+    layout: GroupLayout,
     symmetric: bool,
     damp: float = 0.01,
     block_size: int = 128,
@@ -61,15 +68,15 @@ def gptq_quantize(
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    bounds = group_bounds(cols, group_size)
-    n_groups = len(bounds)
+    bounds = layout.bounds()
+    n_groups = layout.n_groups
     scale = torch.empty(rows, n_groups, device=W.device)
     zero = None if symmetric else torch.empty(rows, n_groups, device=W.device)
     static = act_order and n_groups > 1
     if static or n_groups == 1:
-        scale, zero = weight_qparams(W, bits, group_size, symmetric)
-    S = expand_groups(scale, cols, group_size)
-    Z = expand_groups(zero, cols, group_size) if zero is not None else None
+        scale, zero = weight_qparams(W, bits, layout, symmetric)
+    S = layout.expand(scale)
+    Z = layout.expand(zero) if zero is not None else None
     group_start = {a: (g, b) for g, (a, b) in enumerate(bounds)}
 
     perm = None
@@ -111,3 +118,14 @@ def gptq_quantize(
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]
     return Q, scale, zero
+
+
+def quantize_gptq(
+    W: torch.Tensor, layout: GroupLayout, spec: WeightSpec, stats: Optional[ChannelStats], name: str
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The `gptq` weight quantizer: needs the layer's Hessian from calibration (stats.H)."""
+    if stats is None or stats.H is None:
+        raise ValueError(f"{name}: GPTQ needs the layer's Hessian from calibration")
+    return gptq_quantize(
+        W, stats.H, spec.bits, layout, spec.symmetric, spec.damp, spec.block_size, spec.act_order, name
+    )

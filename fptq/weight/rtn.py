@@ -1,14 +1,30 @@
 """Round-to-nearest weight quantization (per channel or per group, ragged last group allowed)."""
 
-from typing import Optional, Tuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
+from fptq.granularity import GroupLayout
 from fptq.primitives import quantize_weight
+
+if TYPE_CHECKING:
+    from fptq.calibration import ChannelStats
+    from fptq.scheme import WeightSpec
+
+Codes = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]  # q (out, in), scale, zero (out, n_groups)
 
 
 def rtn_quantize(
-    W: torch.Tensor, bits: int, group_size: int, symmetric: bool, clip: Optional[torch.Tensor] = None
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    W: torch.Tensor, bits: int, layout: GroupLayout, symmetric: bool, clip: Optional[torch.Tensor] = None
+) -> Codes:
     """W: (out, in) -> integer codes (out, in), scale (out, n_groups), zero (out, n_groups) | None."""
-    return quantize_weight(W.float(), bits, group_size, symmetric, clip)
+    return quantize_weight(W.float(), bits, layout, symmetric, clip)
+
+
+def quantize_rtn(
+    W: torch.Tensor, layout: GroupLayout, spec: WeightSpec, stats: Optional[ChannelStats], name: str
+) -> Codes:
+    """The `rtn` weight quantizer (needs no calibration statistics)."""
+    return rtn_quantize(W, spec.bits, layout, spec.symmetric)

@@ -3,22 +3,26 @@
 import pytest
 import torch
 
-from fptq.kernels.reference import (
-    gemm_ref,
-    int_acc_ref,
-    pack_int4,
-    pack_weight,
-    quant_act_per_token_ref,
-    quant_act_static_ref,
-    unpack_int4,
-)
-from fptq.primitives import quantize_weight
+from fptq.granularity import GroupLayout
+from fptq.kernels.reference import gemm_ref, int_acc_ref, pack_int4, pack_weight, unpack_int4
+from fptq.primitives import quantize, quantize_act_per_token, quantize_weight
+
+
+def _layout(K, group):
+    return GroupLayout(K, K if group is None else group)  # None: per output channel
 
 
 def _weight(N, K, bits, group, sym, seed=0):
     W = torch.randn(N, K, generator=torch.Generator().manual_seed(seed))
-    q, s, z = quantize_weight(W, bits, group, sym)
-    return pack_weight(q, s, z, bits, group), q
+    layout = _layout(K, group)
+    q, s, z = quantize_weight(W, bits, layout, sym)
+    return pack_weight(q, s, z, bits, layout.group_size), q
+
+
+def _act_ref(x):
+    """The kernels' activation reference is the library's quantizer: int8 codes, (M,) scales."""
+    q, s = quantize_act_per_token(x)
+    return q.to(torch.int8), s.squeeze(-1)
 
 
 @pytest.mark.parametrize("K", [8, 7, 64])
@@ -44,12 +48,23 @@ def test_quant_act_kernel(M, K):
 
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(M)) * 3
     q, s = quant_act(x)
-    rq, rs = quant_act_per_token_ref(x)
+    rq, rs = _act_ref(x)
     torch.testing.assert_close(s, rs)
     assert torch.equal(q, rq)
     q2, s2 = quant_act(x, static_scale=0.05)
-    rq2, _ = quant_act_static_ref(x, 0.05)
+    rq2 = quantize(x, torch.tensor(0.05), None, 8, True).to(torch.int8)
     assert torch.equal(q2, rq2) and torch.all(s2 == 0.05)
+
+
+def test_quant_act_rounds_ties_to_even_like_the_library():
+    """Exact ties (x / scale = k + 0.5) round half to even in the kernel and in primitives."""
+    from fptq.kernels.quant_act import quant_act
+
+    x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 126.5, -127.5, 0.49]])
+    q, _ = quant_act(x, static_scale=1.0)
+    expected = [0, 2, 2, 0, -2, -2, 4, 126, -128, 0]
+    assert q.flatten().tolist() == expected
+    assert quantize(x, torch.tensor(1.0), None, 8, True).flatten().tolist() == expected
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -58,7 +73,7 @@ def test_quant_act_kernel(M, K):
 def test_gemm_exact_int32_accumulators(bits, sym, M, N, K):
     from fptq.kernels.gemm import gemm
 
-    w, _ = _weight(N, K, bits, -1, sym, seed=M + N)
+    w, _ = _weight(N, K, bits, None, sym, seed=M + N)
     a = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=torch.Generator().manual_seed(K))
     acc = gemm(a, torch.ones(M), w, raw=True)
     assert acc.dtype == torch.int32
@@ -66,7 +81,7 @@ def test_gemm_exact_int32_accumulators(bits, sym, M, N, K):
 
 
 @pytest.mark.parametrize(
-    "bits, group, sym", [(4, -1, True), (4, 32, True), (4, 32, False), (8, -1, True), (8, 64, True)]
+    "bits, group, sym", [(4, None, True), (4, 32, True), (4, 32, False), (8, None, True), (8, 64, True)]
 )
 @pytest.mark.parametrize("M, N, K", [(1, 32, 64), (9, 48, 160), (4, 16, 80)])  # 80: a ragged last group
 def test_gemm_output_close_to_reference(bits, group, sym, M, N, K):
@@ -74,20 +89,20 @@ def test_gemm_output_close_to_reference(bits, group, sym, M, N, K):
 
     w, _ = _weight(N, K, bits, group, sym, seed=3)
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(1))
-    a, s = quant_act_per_token_ref(x)
+    a, s = _act_ref(x)
     bias = torch.randn(N)
     out = gemm(a, s, w, bias=bias, out_dtype=torch.float32)
     ref = gemm_ref(a, s, w, bias)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("group", [-1, 32])
+@pytest.mark.parametrize("group", [None, 32])
 def test_split_k_matches_single_program(group):
     from fptq.kernels.gemm import gemm
 
     w, _ = _weight(32, 160, 4, group, True, seed=4)
     x = torch.randn(3, 160, generator=torch.Generator().manual_seed(2))
-    a, s = quant_act_per_token_ref(x)
+    a, s = _act_ref(x)
     bias = torch.randn(32)
     one = gemm(a, s, w, bias=bias, out_dtype=torch.float32, split_k=1)
     split = gemm(
@@ -100,12 +115,11 @@ def test_split_k_matches_single_program(group):
 def test_quantlinear_triton_backend_matches_reference():
     """A W4A8 QuantLinear gives the same output through the Triton path as the reference path
     (same int8 codes except on exact rounding ties, which random inputs do not hit)."""
-    from fptq.kernels.linear import set_backend
-    from fptq.qlinear import QuantLinear
+    from fptq.qlinear import QuantLinear, set_backend
 
     torch.manual_seed(0)
     W = torch.randn(48, 96)
-    q, s, z = quantize_weight(W, 4, 32, True)
+    q, s, z = quantize_weight(W, 4, GroupLayout(96, 32), True)
     for mode in ("dynamic", "static"):
         ql = QuantLinear(
             W,
@@ -128,11 +142,10 @@ def test_quantlinear_triton_backend_matches_reference():
 
 
 def test_triton_backend_rejects_weight_only():
-    from fptq.kernels.linear import set_backend
-    from fptq.qlinear import QuantLinear
+    from fptq.qlinear import QuantLinear, set_backend
 
     W = torch.randn(32, 64)
-    q, s, z = quantize_weight(W, 4, 32, True)
+    q, s, z = quantize_weight(W, 4, GroupLayout(64, 32), True)
     ql = QuantLinear(W, None, qweight=q, w_scale=s, w_zero=z, w_bits=4, group_size=32, act_mode="none")
     with pytest.raises(ValueError, match="reference"):
         set_backend(torch.nn.Sequential(ql), "triton")
@@ -141,8 +154,8 @@ def test_triton_backend_rejects_weight_only():
 def test_quantized_model_runs_on_triton_backend(calib_ids):
     """A tiny LLaMA quantized with FPTQ W4A8 gives the same logits on both backends."""
     from conftest import tiny_model
-    from fptq.kernels.linear import set_backend
     from fptq.pipeline import quantize_model
+    from fptq.qlinear import set_backend
     from fptq.scheme import ActSpec, QuantScheme, WeightSpec
 
     model = tiny_model("llama")

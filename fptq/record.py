@@ -1,0 +1,181 @@
+"""What a finished run leaves behind: provenance, the result document, its flat results-store
+row, and the console table."""
+
+import platform
+import subprocess
+import uuid
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from fptq import __version__
+from fptq.report import QuantReport
+from fptq.spec import RunSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- provenance ---------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno"], cwd=REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> Dict[str, str]:
+    import transformers
+
+    out = {
+        "fptq": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    try:
+        import lm_eval
+
+        out["lm_eval"] = getattr(lm_eval, "__version__", "?")
+    except ImportError:
+        pass
+    return out
+
+
+# ---- the result document and its store row -----------------------------------------------------
+
+
+def make_result(
+    spec: RunSpec,
+    *,
+    out_dir: Path,
+    overrides: str,
+    ppl: Dict[str, Any],
+    baseline: Dict[str, Any],
+    zeroshot: Optional[Dict[str, Any]],
+    report: Optional[QuantReport],
+    timings: Dict[str, float],
+    device: str,
+) -> Dict[str, Any]:
+    return {
+        "run_id": uuid.uuid4().hex[:12],
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "experiment_name": spec.experiment_name,
+        "model": spec.model.name,
+        "scheme": spec.quant.name,
+        "spec": asdict(spec),
+        "overrides": overrides,
+        "metrics": {
+            "ppl": ppl,
+            "tasks": (zeroshot or {}).get("tasks", {}),
+            "task_summary": (zeroshot or {}).get("summary", {}),
+        },
+        "baseline": {"ppl": baseline},
+        "quant_summary": report.summary() if report else None,
+        "timings": timings,
+        "device": device,
+        "backend": spec.backend,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "output_dir": str(out_dir.resolve()),
+    }
+
+
+def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
+    """One flat row of the results store (what analysis/ reads). `weight` and `act` name the two
+    axes of a composition sweep (the `weight` and `act` config groups)."""
+    q = spec.quant
+    row = {
+        "run_id": result["run_id"],
+        "finished_at": result["finished_at"],
+        "experiment": spec.experiment_name,
+        "model": spec.model.name,
+        "scheme": q.name,
+        "weight": q.weight.label if q.weight else "none",
+        "act": q.act.label if q.act else "none",
+        "w_bits": q.weight.bits if q.weight else 16,
+        "w_algo": q.weight.algo if q.weight else None,
+        "granularity": q.weight.granularity if q.weight else None,
+        "group_size": q.weight.group_size_or_none if q.weight else None,
+        "a_bits": q.act.bits if q.act else 16,
+        "act_strategy": q.act.strategy if q.act else None,
+        "v0": q.act.v0 if q.act else None,
+        "v1": q.act.v1 if q.act else None,
+        "middle_band": q.act.middle_band if q.act else None,
+        "kv_bits": q.kv.bits or 16,
+        "transforms": ",".join(q.transforms),
+        "calib_source": spec.calib.source,
+        "calib_n": spec.calib.n_samples,
+        "calib_seqlen": spec.calib.seqlen,
+        "seed": spec.seed,
+        "seqlen": spec.eval.seqlen,
+        "backend": spec.backend,
+        "overrides": result["overrides"],
+        "output_dir": result["output_dir"],
+        "git_commit": result["git_commit"],
+        "device": result["device"],
+    }
+    for d, r in result["metrics"]["ppl"].items():
+        row[f"ppl_{d}"] = r["ppl"]
+        row[f"windows_{d}"] = r["windows"]
+    for d, r in result["baseline"]["ppl"].items():
+        row[f"fp_ppl_{d}"] = (r or {}).get("ppl")
+    for task, r in result["metrics"]["tasks"].items():
+        if task.startswith("mmlu_"):
+            continue  # per-subject MMLU stays in result.json; the store gets the averages
+        for m in ("acc", "acc_norm", "perplexity"):
+            if r.get(m) is not None:
+                row[f"{task}_{m}"] = r[m]
+                if r.get(f"{m}_stderr") is not None:
+                    row[f"{task}_{m}_stderr"] = r[f"{m}_stderr"]
+    for k, v in result["metrics"]["task_summary"].items():
+        if isinstance(v, (int, float)) and k != "seconds":
+            row[k] = v
+    summary = result["quant_summary"] or {}
+    row["quantize_s"] = summary.get("quantize_seconds")
+    row["mean_output_sqnr_db"] = summary.get("mean_output_sqnr_db")
+    for k, v in (summary.get("strategy_counts") or {}).items():
+        row[f"n_{k}"] = v
+    row["total_s"] = result["timings"]["total_s"]
+    return row
+
+
+# ---- console table ------------------------------------------------------------------------------
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    """Perplexity per set (with the fp row and the gap), then task accuracies, as plain text."""
+    model, scheme = result["model"], result["scheme"]
+    is_fp = scheme == "fp"
+    lines = [f"{'model':<16} {'scheme':<18} {'dataset':<10} {'windows':>9} {'ppl':>9} {'vs fp':>8}"]
+    for d, r in result["metrics"]["ppl"].items():
+        base = result["baseline"]["ppl"].get(d) or {}
+        win = f"{r['windows']}/{r['total_windows']}"
+        if base and not is_fp:
+            lines.append(f"{model:<16} {'fp':<18} {d:<10} {win:>9} {base['ppl']:>9.3f} {'':>8}")
+        delta = f"{r['ppl'] - base['ppl']:+.3f}" if base and not is_fp else ""
+        lines.append(f"{model:<16} {scheme:<18} {d:<10} {win:>9} {r['ppl']:>9.3f} {delta:>8}")
+    tasks = {t: r for t, r in (result["metrics"].get("tasks") or {}).items() if not t.startswith("mmlu_")}
+    if tasks:
+        lines += ["", f"{'task':<24} {'acc':>8} {'acc_norm':>9} {'n':>6}"]
+        for t, r in tasks.items():
+            acc, accn = _fmt(r.get("acc"), ".4f"), _fmt(r.get("acc_norm"), ".4f")
+            lines.append(f"{t:<24} {acc:>8} {accn:>9} {r.get('n', ''):>6}")
+    for k, v in (result["metrics"].get("task_summary") or {}).items():
+        if k.startswith(("mmlu_", "commonsense_avg")) and isinstance(v, float):
+            lines.append(f"{k:<24} {v:>8.4f}")
+    return "\n".join(lines)
