@@ -12,7 +12,20 @@ from fptq.config import register_configs, to_run_spec
 
 log = logging.getLogger("fptq")
 register_configs()
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def conf_dir() -> str:
+    """The Hydra configs: inside an installed wheel (fptq/conf), else the source tree's conf/."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "conf", here.parent / "conf"):
+        if (d / "config.yaml").is_file():
+            return str(d)
+    raise FileNotFoundError(
+        f"fptq's Hydra configs are missing (looked in {here / 'conf'} and {here.parent / 'conf'})"
+    )
+
+
+CONF_DIR = conf_dir()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
