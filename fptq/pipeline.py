@@ -117,9 +117,8 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
         "no equalization (add a mapping to fptq.arch.ARCHS for the real scheme)",
         type(model).__name__,
     )
-    mode = (
-        LayerMode.DYNAMIC if scheme.act is not None else LayerMode.NONE
-    )  # the mode decides, not the strategy
+    # every layer gets this mode, whatever act.strategy says (there are no statistics to pick from)
+    mode = LayerMode.DYNAMIC if scheme.act is not None else LayerMode.NONE
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
         if _ignored(name, scheme.ignore):
             continue

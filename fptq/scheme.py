@@ -145,7 +145,7 @@ class QuantScheme:
         for t in self.transforms:
             _one_of(t, TRANSFORMS.names(), "each of quant.transforms")
             _check(
-                self.weight is not None or not TRANSFORMS.get(t).needs_weight,
+                self.weight is not None or not TRANSFORMS.get(t).weight_aware,
                 f"transform {t!r} searches with quantized weights; it needs quant.weight",
             )
         _check(

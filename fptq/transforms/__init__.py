@@ -30,8 +30,8 @@ ScaleFn = Callable[["ChannelStats", Sequence[torch.Tensor], "QuantScheme"], torc
 class Transform:
     scale: ScaleFn
     linear_fed: bool = False  # may also fold into a preceding linear, not only into a norm
-    weight_aware: bool = False  # searches with quantized weights: applied after activation equalization
-    needs_weight: bool = False  # only meaningful with quantized weights
+    # searches with quantized weights: needs quant.weight, applied after activation equalization
+    weight_aware: bool = False
 
 
 def _lae(stats: ChannelStats, weights: Sequence[torch.Tensor], scheme: QuantScheme) -> torch.Tensor:
@@ -51,6 +51,6 @@ def _awq(stats: ChannelStats, weights: Sequence[torch.Tensor], scheme: QuantSche
 TRANSFORMS: Registry = Registry("transform")
 TRANSFORMS.register("lae")(Transform(_lae))
 TRANSFORMS.register("smoothquant")(Transform(_smoothquant))
-TRANSFORMS.register("awq")(Transform(_awq, linear_fed=True, weight_aware=True, needs_weight=True))
+TRANSFORMS.register("awq")(Transform(_awq, linear_fed=True, weight_aware=True))
 
 __all__ = ["TRANSFORMS", "Transform", "awq_scale", "fold_scale", "lae_scale", "smoothquant_scale"]

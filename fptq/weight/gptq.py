@@ -19,6 +19,7 @@ import torch
 
 from fptq.granularity import GroupLayout
 from fptq.primitives import dequantize, qparams, quantize, weight_qparams
+from fptq.weight.rtn import Codes
 
 if TYPE_CHECKING:
     from fptq.calibration import ChannelStats
@@ -122,7 +123,7 @@ def gptq_quantize(
 
 def quantize_gptq(
     W: torch.Tensor, layout: GroupLayout, spec: WeightSpec, stats: Optional[ChannelStats], name: str
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+) -> Codes:
     """The `gptq` weight quantizer: needs the layer's Hessian from calibration (stats.H)."""
     if stats is None or stats.H is None:
         raise ValueError(f"{name}: GPTQ needs the layer's Hessian from calibration")
