@@ -50,17 +50,16 @@ def to_w4a8(model, granularity: str):
                     "channel" if per_channel else "group", 0 if per_channel else int(granularity), K
                 )
                 q, s, z = quantize_weight(lin.weight.float(), 4, layout, True)
-                ql = QuantLinear(
-                    lin.weight.data,
-                    lin.bias,
-                    qweight=q,
-                    w_scale=s,
-                    w_zero=z,
-                    w_bits=4,
+                ql = QuantLinear.from_codes(
+                    q,
+                    s,
+                    z,
+                    bits=4,
                     group_size=layout.group_size,
+                    bias=lin.bias,
+                    dtype=lin.weight.dtype,
                     act_mode="dynamic",
-                )
-                ql.weight = None  # the triton path reads only the packed weight: free the dense copy
+                )  # packed: no dense copy
                 layer.set_submodule(name, ql)
     set_backend(model, "triton")
     return model

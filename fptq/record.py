@@ -120,6 +120,8 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         "seed": spec.seed,
         "seqlen": spec.eval.seqlen,
         "backend": spec.backend,
+        "onload": spec.model.onload,
+        "checkpoint": result.get("checkpoint"),  # saved to, or evaluated from (model=saved)
         "overrides": result["overrides"],
         "output_dir": result["output_dir"],
         "git_commit": result["git_commit"],
@@ -143,6 +145,7 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
             row[k] = v
     summary = result["quant_summary"] or {}
     row["quantize_s"] = summary.get("quantize_seconds")
+    row["packed_bytes"] = summary.get("mem_packed_bytes")
     row["mean_output_sqnr_db"] = summary.get("mean_output_sqnr_db")
     for k, v in (summary.get("strategy_counts") or {}).items():
         row[f"n_{k}"] = v

@@ -21,11 +21,15 @@ class LayerRecord:
     act_scale: Optional[float] = None
 
 
+_FLOATS = ("v", "weight_sqnr", "output_sqnr")
+
+
 @dataclass
 class QuantReport:
     scheme: str
     layers: List[LayerRecord] = field(default_factory=list)
     seconds: float = 0.0
+    memory: Dict[str, int] = field(default_factory=dict)  # byte counters (fptq.pipeline)
 
     def add(self, rec: LayerRecord) -> None:
         self.layers.append(rec)
@@ -49,7 +53,19 @@ class QuantReport:
             "mean_output_sqnr_db": sum(finite) / len(finite) if finite else None,
             "min_output_sqnr_db": min(finite) if finite else None,
             "quantize_seconds": self.seconds,
+            **{f"mem_{k}": v for k, v in self.memory.items()},
         }
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantReport":
+        d = json.loads(text)
+        nan = float("nan")
+        layers = [
+            LayerRecord(**{k: (nan if v is None and k in _FLOATS else v) for k, v in r.items()})
+            for r in d["layers"]
+        ]
+        mem = {k[4:]: v for k, v in d.get("summary", {}).items() if k.startswith("mem_")}
+        return cls(d["scheme"], layers, d.get("summary", {}).get("quantize_seconds", 0.0), mem)
 
     def to_json(self) -> str:
         return json.dumps({"scheme": self.scheme, "summary": self.summary(), "layers": self.rows()}, indent=1)

@@ -7,16 +7,20 @@ produces goes through `record`: result.json, quant_report.json, one results-stor
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from fptq.arch import arch_of
 from fptq.baseline import BaselineCache
+from fptq.checkpoint import REPORT_NAME, check_destination, check_scheme, save_quantized
 from fptq.data import calibration_ids, eval_tokens
-from fptq.eval.perplexity import perplexity
+from fptq.eval.perplexity import perplexity, perplexity_blockwise
 from fptq.files import write_json_atomic
-from fptq.models import load_model
+from fptq.models import ModelSpec, load_model
+from fptq.onload import BlockLoader, stream_blocks
 from fptq.pipeline import quantize_model
 from fptq.qlinear import check_kernel_device, set_backend
 from fptq.record import make_result, store_row
@@ -47,12 +51,29 @@ def _timed(timings: Dict[str, float], key: str):
 # ---- steps --------------------------------------------------------------------------------------
 
 
+def _cache(spec: RunSpec) -> str:
+    return str(Path(spec.paths.cache_dir).expanduser())
+
+
 def load(spec: RunSpec, device: torch.device) -> Tuple[torch.nn.Module, Any, Streams]:
-    """The float model on `device`, its tokenizer, and the evaluation token streams."""
-    model, tok = load_model(spec.model, str(Path(spec.paths.cache_dir).expanduser()))
-    model.to(device)
+    """The model on `device` (float; a skeleton with onload=sequential; packed for a saved
+    checkpoint), its tokenizer, and the evaluation token streams."""
+    model, tok = load_model(spec.model, _cache(spec), device)
     streams = {d: eval_tokens(d, tok, spec.data, spec.eval.seqlen) for d in spec.eval.datasets}
     return model, tok, streams
+
+
+def from_checkpoint(spec: RunSpec) -> Tuple[RunSpec, Optional[ModelSpec]]:
+    """For model.source=quantized: check the checkpoint against the run's scheme before any work,
+    and name the run after the model it was made from. Returns (spec, that base model's spec)."""
+    if spec.model.source != "quantized":
+        return spec, None
+    qc = check_scheme(spec.model.path, spec.quant)
+    base = qc.get("base_model") or {}
+    base_spec = ModelSpec(**base) if base else None
+    if base_spec is not None:
+        spec = replace(spec, model=replace(spec.model, name=base_spec.name))
+    return spec, base_spec
 
 
 def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> Dict[str, Any]:
@@ -63,13 +84,41 @@ def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> 
     ).as_dict()
 
 
-def baseline(spec: RunSpec, model, tok, streams: Streams) -> Dict[str, Any]:
-    """fp perplexities of the still-float model (cached per model and protocol)."""
+def baseline(
+    spec: RunSpec, model, tok, streams: Streams, device, base: Optional[ModelSpec] = None
+) -> Dict[str, Any]:
+    """fp perplexities of the still-float model (cached per model and protocol). With onload=
+    sequential they are computed block by block; for a saved checkpoint, from the model it was
+    made from (`base`), loaded only if the cache misses."""
     if not spec.eval.baseline or spec.quant.is_float:
         return {}
+    if spec.model.source == "quantized":
+        if base is None:
+            log.warning("%s records no base model: no fp baseline", spec.model.path)
+            return {}
+        fspec = replace(spec, model=base)
+        state: Dict[str, Any] = {}
+
+        def compute(d):
+            if "model" not in state:
+                state["model"], _ = load_model(base, _cache(spec), device)
+            return _fp_ppl(fspec, state["model"], tok, streams, d, device)
+
+        return BaselineCache(spec.paths.cache_dir).get_or_compute(fspec, streams, compute)
     return BaselineCache(spec.paths.cache_dir).get_or_compute(
-        spec, streams, lambda d: ppl(spec, model, tok, streams, d, "fp")
+        spec, streams, lambda d: _fp_ppl(spec, model, tok, streams, d, device)
     )
+
+
+def _fp_ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, device) -> Dict[str, Any]:
+    if spec.model.onload != "sequential":
+        return ppl(spec, model, tok, streams, dataset, "fp")
+    e = spec.eval
+    bos = tok.bos_token_id if spec.model.add_bos else None
+    loader = BlockLoader(model, spec.model.torch_dtype, device)
+    return perplexity_blockwise(
+        model, streams[dataset], loader, e.seqlen, e.max_windows, bos, e.progress, desc=f"fp {dataset}"
+    ).as_dict()
 
 
 def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[QuantReport]:
@@ -78,6 +127,10 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
         return None
     with _timed(timings, "calib_data_s"):
         calib = calibration_ids(spec.calib, tok, spec.data, model.config.vocab_size)
+    onload = None
+    if spec.model.onload == "sequential":
+        onload = BlockLoader(model, spec.model.torch_dtype, next(model.parameters()).device).load
+    offload = (lambda b: b.to("cpu")) if spec.model.packed_on == "host" else None
     report = quantize_model(
         model,
         spec.quant,
@@ -86,6 +139,8 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
         seed=spec.seed,
         progress=spec.eval.progress,
         propagate=spec.calib.propagate,
+        onload=onload,
+        offload=offload,
     )
     timings["quantize_s"] = report.seconds
     if spec.backend != "reference":
@@ -93,12 +148,51 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
     return report
 
 
+def saved_report(spec: RunSpec) -> Optional[QuantReport]:
+    """A saved checkpoint's quantization report (it was not quantized in this run)."""
+    f = Path(spec.model.path).expanduser() / REPORT_NAME
+    return QuantReport.from_json(f.read_text()) if f.is_file() else None
+
+
+def save(spec: RunSpec, model, tok, report, out: Path, timings: Dict[str, float]) -> Optional[Dict[str, Any]]:
+    """Write the quantized model as a checkpoint folder if save.dir is set."""
+    if spec.save.dir is None:
+        return None
+    folder = out / "checkpoint" if spec.save.dir == "auto" else Path(spec.save.dir).expanduser()
+    if spec.save.format == "compressed-tensors":
+        from fptq.export import export_compressed_tensors
+
+        info = export_compressed_tensors(model, folder, tokenizer=tok, overwrite=spec.save.overwrite)
+        timings["save_s"] = info["seconds"]
+        log.info("exported the quantized model to %s (compressed-tensors, %s)", folder, info["format"])
+        return info
+    info = save_quantized(
+        model,
+        folder,
+        scheme=spec.quant,
+        tokenizer=tok,
+        report=report,
+        base_model=asdict(spec.model),
+        overwrite=spec.save.overwrite,
+    )
+    timings["save_s"] = info["seconds"]
+    log.info("saved the quantized model to %s (%.1f MB)", folder, info["bytes"] / 1e6)
+    return info
+
+
 def evaluate(
     spec: RunSpec, model, tok, streams: Streams, device: torch.device, timings: Dict[str, float]
 ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """Perplexity on every set, then the lm-eval tasks if any."""
+    """Perplexity on every set, then the lm-eval tasks if any. Blocks kept on the host
+    (model.packed_on=host) stream through the device."""
+    if spec.model.packed_on == "host" and device.type != "cpu":
+        arch = arch_of(model)
+        stream_blocks(model.get_submodule(arch.blocks), device)
     with _timed(timings, "eval_s"):
-        ppls = {d: ppl(spec, model, tok, streams, d, spec.quant.name) for d in streams}
+        if spec.quant.is_float and spec.model.onload == "sequential":  # the float model stays a skeleton
+            ppls = {d: _fp_ppl(spec, model, tok, streams, d, device) for d in streams}
+        else:
+            ppls = {d: ppl(spec, model, tok, streams, d, spec.quant.name) for d in streams}
     if not spec.eval.tasks:
         return ppls, None
     from fptq.eval.zeroshot import evaluate_tasks
@@ -153,6 +247,9 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
     device = resolve_device(spec.device)
     if spec.backend == "triton":
         check_kernel_device(device)  # before any work; per-layer constraints after quantization
+    spec, base = from_checkpoint(spec)  # a saved checkpoint must match the scheme: check first
+    if spec.save.dir not in (None, "auto"):
+        check_destination(spec.save.dir, spec.save.overwrite)  # before hours of work
     run_name = f"{spec.model.name}/{spec.quant.name}"
     logger = make_logger(spec.logger, config, group=spec.experiment_name, name=run_name, out_dir=str(out))
     try:
@@ -160,8 +257,12 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         with _timed(timings, "load_s"):
             model, tok, streams = load(spec, device)
         with _timed(timings, "baseline_eval_s"):
-            fp = baseline(spec, model, tok, streams)
-        report = quantize(spec, model, tok, timings)
+            fp = baseline(spec, model, tok, streams, device, base)
+        if spec.model.source == "quantized":
+            report = saved_report(spec)
+        else:
+            report = quantize(spec, model, tok, timings)
+        checkpoint = save(spec, model, tok, report, out, timings)
         ppls, zeroshot = evaluate(spec, model, tok, streams, device, timings)
         if spec.quant.is_float:
             BaselineCache(spec.paths.cache_dir).put_all(spec, ppls)
@@ -177,6 +278,11 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             report=report,
             timings=timings,
             device=str(device),
+        )
+        result["checkpoint"] = (
+            checkpoint["path"]
+            if checkpoint
+            else (spec.model.path if spec.model.source == "quantized" else None)
         )
         record(spec, out, result, report, logger)
         return result

@@ -17,6 +17,7 @@ from fptq.weight import WEIGHT_QUANTIZERS
 MIDDLE_BAND = ("static", "dynamic")
 UNKNOWN_ARCH = ("error", "dynamic")
 KV_GRANULARITIES = ("per_head_token",)
+SCALE_DTYPES = ("model", "float32")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -36,6 +37,8 @@ class WeightSpec:
     granularity: str = "group"  # channel | group
     group_size: int = 128  # used when granularity == "group"; a ragged last group is allowed
     symmetric: bool = True
+    # stored scales (and float zero points): the model's dtype, or float32 (more exact, 2x the bytes)
+    scale_dtype: str = "model"
     algo: str = "rtn"  # a key of fptq.weight.WEIGHT_QUANTIZERS: rtn | gptq | awq (clipping search)
     # GPTQ (Frantar et al. 2022, arXiv 2210.17323)
     damp: float = 0.01  # fraction of mean(diag(H)) added to the diagonal
@@ -50,6 +53,7 @@ class WeightSpec:
         if self.granularity == "group":
             _check(self.group_size >= 1, f"weight.group_size must be >= 1, got {self.group_size}")
         _one_of(self.algo, WEIGHT_QUANTIZERS.names(), "weight.algo")
+        _one_of(self.scale_dtype, SCALE_DTYPES, "weight.scale_dtype")
         _check(0.0 < self.damp < 1.0, f"weight.damp must be in (0, 1), got {self.damp}")
         _check(self.block_size >= 1, f"weight.block_size must be >= 1, got {self.block_size}")
 

@@ -14,6 +14,7 @@ from fptq.runlog import LoggerSpec
 from fptq.scheme import QuantScheme
 
 DEVICES = ("auto", "cpu", "cuda")
+SAVE_FORMATS = ("fptq", "compressed-tensors")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,22 @@ class PathsSpec:
 
 
 @dataclass(frozen=True)
+class SaveSpec:
+    """Write the quantized model as a checkpoint folder (fptq.checkpoint) after quantization.
+    A later run evaluates it with model.source=quantized model.path=<folder>, no calibration."""
+
+    dir: Optional[str] = None  # null: do not save; "auto": <run dir>/checkpoint; else a folder
+    overwrite: bool = False  # replace a non-empty folder (written beside it, then renamed)
+    # fptq: our packed folder (reloads with model=saved); compressed-tensors: for vLLM /
+    # llm-compressor (fptq.export; weights checked bit for bit against the package's decompression)
+    format: str = "fptq"
+
+    def __post_init__(self):
+        if self.format not in SAVE_FORMATS:
+            raise ValueError(f"save.format must be one of {SAVE_FORMATS}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     experiment_name: str = "adhoc"
     seed: int = 0
@@ -74,9 +91,21 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     logger: LoggerSpec = field(default_factory=LoggerSpec)
     paths: PathsSpec = field(default_factory=PathsSpec)
+    save: SaveSpec = field(default_factory=SaveSpec)
 
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.quant.is_float and self.model.onload == "sequential" and self.eval.tasks:
+            raise ValueError(
+                "quant=fp with model.onload=sequential evaluates perplexity block by block; lm-eval tasks "
+                "need the whole float model: use model.onload=eager for them"
+            )
+        if self.save.dir is not None and self.quant.is_float:
+            raise ValueError("save.dir is set but quant=fp: there is no quantized model to save")
+        if self.save.dir is not None and self.model.source == "quantized":
+            raise ValueError(
+                "save.dir is set but the model is already a saved checkpoint (model.source=quantized)"
+            )

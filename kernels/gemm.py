@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import PackedWeight
+from .reference import PackedWeight, storage_bits
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -225,6 +225,8 @@ def gemm(
     group = 0 if w.per_channel else w.group_size  # GROUP=0: one int32 accumulator over all of K
     if group > 0 and group % 32:
         raise ValueError(f"kernel group size must be a multiple of 32, got {group}")
+    if w.zero is not None and w.zero.is_floating_point():
+        raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
     zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric
     bias_t = bias if bias is not None else w.scale
 
@@ -252,7 +254,7 @@ def gemm(
         w.scale.stride(0),
         w.scale.stride(1),
         GROUP=group,
-        W_BITS=w.bits,
+        W_BITS=storage_bits(w.bits),
         ASYM=w.zero is not None,
         HAS_BIAS=bias is not None,
         RAW=raw,

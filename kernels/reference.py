@@ -1,13 +1,22 @@
-"""Pure-torch reference of the W4A8 / W8A8 kernels: the test oracle and the packed format.
+"""Pure-torch reference of the W4A8 / W8A8 kernels: the test oracle and THE packed weight format.
 
-Packed int4 layout (chosen for the GEMM's loads, C = A @ W^T with A (M, K) int8):
-  packed: (ceil(K / 2), N) int8, row-major; byte [k2, n] holds W[n, 2*k2] in its low nibble and
-  W[n, 2*k2 + 1] in its high nibble (two's complement int4 if symmetric, unsigned 0..15 with a
-  zero point if asymmetric). A K-tile of the GEMM loads a contiguous (BLOCK_K / 2, BLOCK_N) tile
-  and multiplies its low nibbles with A's even columns and its high nibbles with the odd ones.
-  Scales: (n_groups, N) float32 (n_groups = 1 per-channel); zeros: (n_groups, N) int32.
-int8 layout (W8A8): (K, N) int8 = W^T.
-`group_size` is the resolved group size along K: group_size == K is per output channel.
+One format, read by the Triton kernels and by `fptq.qlinear.QuantLinear` (whose buffers are these
+tensors) and written as-is into saved checkpoints (`fptq.checkpoint`):
+
+- codes, 2..4-bit (stored in nibbles): (ceil(K / 2), N) int8, row-major; byte [k2, n] holds
+  W[n, 2*k2] in its low nibble and W[n, 2*k2 + 1] in its high nibble: two's complement if
+  symmetric, unsigned 0..2^b-1 if asymmetric. A K-tile of the GEMM loads a contiguous
+  (BLOCK_K / 2, BLOCK_N) tile and multiplies its low nibbles with A's even columns and its high
+  nibbles with the odd ones.
+- codes, 5..8-bit: (K, N) int8 = W^T. Asymmetric codes are stored centred, q - 2^(b-1), and so
+  are their zero points: (q - 2^(b-1)) - (z - 2^(b-1)) = q - z, so 8-bit codes 0..255 never wrap
+  and the GEMM needs no special case.
+- scales: (n_groups, N), a float dtype (the model's, or float32 by option).
+- zeros: None (symmetric); (n_groups, N) int8 (integer zero points, centred as the codes are);
+  or (n_groups, N) float (a float zero point: the range is exactly [min, max]).
+  Dequantized weight: (q - z) * s, per (output channel, group).
+`group_size` is the resolved group size along K: group_size == K is per output channel. A ragged
+last group (K not a multiple of group_size) is shorter.
 
 The activation quantizer's reference is `fptq.primitives.quantize_act_per_token` (the kernels
 round half to even, as it does); this package imports nothing from the rest of fptq.
@@ -18,12 +27,26 @@ from typing import Optional
 
 import torch
 
+FORMAT_VERSION = 1  # bump when the layout above changes; saved checkpoints record it
+
+
+def storage_bits(bits: int) -> int:
+    """Bits per stored code: nibbles for 2..4-bit weights, bytes for 5..8-bit ones."""
+    if not 2 <= bits <= 8:
+        raise ValueError(f"packed weights have 2..8 bits, got {bits}")
+    return 4 if bits <= 4 else 8
+
+
+def code_offset(bits: int, symmetric: bool) -> int:
+    """What is subtracted from asymmetric byte-stored codes (and zeros) so they fit int8."""
+    return 0 if symmetric or storage_bits(bits) == 4 else 2 ** (bits - 1)
+
 
 @dataclass
 class PackedWeight:
-    data: torch.Tensor  # (ceil(K/2), N) int8 for 4-bit, (K, N) int8 for 8-bit
-    scale: torch.Tensor  # (n_groups, N) float32
-    zero: Optional[torch.Tensor]  # (n_groups, N) int32, or None (symmetric)
+    data: torch.Tensor  # (ceil(K/2), N) int8 for <= 4-bit, (K, N) int8 for 5..8-bit
+    scale: torch.Tensor  # (n_groups, N) float
+    zero: Optional[torch.Tensor]  # (n_groups, N) int8 or float, or None (symmetric)
     bits: int
     group_size: int  # columns of K per scale; == in_features: per output channel
     in_features: int
@@ -33,51 +56,107 @@ class PackedWeight:
     def per_channel(self) -> bool:
         return self.group_size >= self.in_features
 
+    @property
+    def symmetric(self) -> bool:
+        return self.zero is None
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.in_features // self.group_size)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.data, self.scale, self.zero) if t is not None)
+
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """q: (N, K) integer codes in [-8, 7] (symmetric) or [0, 15] (asymmetric) -> (ceil(K/2), N) int8."""
+    """q: (N, K) integer codes in [-8, 7] (symmetric) or [0, 15] (asymmetric) -> (ceil(K/2), N) int8.
+    (int8 arithmetic: a left shift wraps in two's complement, as a nibble should.)"""
     N, K = q.shape
-    q = q.to(torch.int32)
+    q = q.to(torch.int8)
     if K % 2:
-        q = torch.cat([q, torch.zeros(N, 1, dtype=torch.int32, device=q.device)], 1)
-    lo, hi = q[:, 0::2] & 0xF, q[:, 1::2] & 0xF
-    byte = (lo | (hi << 4)).to(torch.uint8).view(torch.int8)
+        q = torch.cat([q, torch.zeros(N, 1, dtype=torch.int8, device=q.device)], 1)
+    byte = (q[:, 0::2] & 0x0F) | torch.bitwise_left_shift(q[:, 1::2], 4)
     return byte.T.contiguous()
 
 
 def unpack_int4(packed: torch.Tensor, K: int, signed: bool = True) -> torch.Tensor:
-    """Inverse of pack_int4: (ceil(K/2), N) int8 -> (N, K) int8 codes."""
-    b = packed.T.to(torch.int32) & 0xFF
-    lo, hi = b & 0xF, (b >> 4) & 0xF
-    if signed:
-        lo = torch.where(lo >= 8, lo - 16, lo)
-        hi = torch.where(hi >= 8, hi - 16, hi)
-    out = torch.stack([lo, hi], -1).reshape(b.shape[0], -1)[:, :K]
-    return out.to(torch.int8)
+    """Inverse of pack_int4: (ceil(K/2), N) int8 -> (N, K) int8 codes (int8 arithmetic throughout:
+    no wider temporaries)."""
+    b = packed.T
+    if signed:  # arithmetic shifts sign-extend each nibble
+        lo, hi = torch.bitwise_left_shift(b, 4) >> 4, b >> 4
+    else:
+        lo, hi = b & 0x0F, (b >> 4) & 0x0F
+    return torch.stack([lo, hi], -1).reshape(b.shape[0], -1)[:, :K]
+
+
+def packed_shape(out_features: int, in_features: int, bits: int) -> tuple:
+    """Shape of the stored codes of an (out, in) weight."""
+    rows = (in_features + 1) // 2 if storage_bits(bits) == 4 else in_features
+    return (rows, out_features)
 
 
 def pack_weight(
-    q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int, group_size: int
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero: Optional[torch.Tensor],
+    bits: int,
+    group_size: int,
+    *,
+    scale_dtype: Optional[torch.dtype] = None,
+    float_zero: bool = False,
 ) -> PackedWeight:
-    """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups); group_size in [1, K]."""
+    """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups); group_size in [1, K].
+
+    scale_dtype: the stored scales' dtype (default float32). float_zero: keep the zero points as
+    floats (scale_dtype) instead of integers.
+    """
     N, K = q.shape
     if not 1 <= group_size <= K:
         raise ValueError(f"group_size must be in [1, K={K}], got {group_size}")
-    if bits == 4:
+    symmetric = zero is None
+    off = code_offset(bits, symmetric)
+    if storage_bits(bits) == 4:
         data = pack_int4(q)
-    elif bits == 8:
-        data = q.to(torch.int8).T.contiguous()
     else:
-        raise ValueError(f"packed kernels support 4- and 8-bit weights, got {bits}")
-    z = None if zero is None else zero.T.contiguous().to(torch.int32)
-    return PackedWeight(data, scale.T.contiguous().float(), z, bits, group_size, K, N)
+        data = (q.to(torch.int32) - off).to(torch.int8).T.contiguous()
+    sdt = scale_dtype or torch.float32
+    z = None
+    if zero is not None:
+        zt = zero.T.contiguous()
+        z = (zt.to(sdt) - off) if float_zero else (torch.round(zt.float()) - off).to(torch.int8)
+    return PackedWeight(data, scale.T.contiguous().to(sdt), z, bits, group_size, K, N)
 
 
 def weight_codes(w: PackedWeight) -> torch.Tensor:
-    """(N, K) integer codes of a packed weight."""
-    if w.bits == 4:
+    """(N, K) stored integer codes of a packed weight (asymmetric byte codes stay centred)."""
+    if storage_bits(w.bits) == 4:
         return unpack_int4(w.data, w.in_features, signed=w.zero is None)
     return w.data.T.contiguous()
+
+
+def group_index(w: PackedWeight) -> torch.Tensor:
+    return torch.arange(w.in_features, device=w.data.device) // w.group_size
+
+
+def dequantize_packed(w: PackedWeight, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """(N, K) float weight (q - z) * s, computed in the scales' dtype, returned in `dtype`.
+    Whole groups broadcast their scale over a (N, n_groups, group) view (no expanded copy)."""
+    q = weight_codes(w)
+    sdt = w.scale.dtype
+    N, K, g = w.out_features, w.in_features, w.group_size
+    if K % g == 0:
+        qg = q.view(N, K // g, g).to(sdt)
+        if w.zero is not None:
+            qg = qg - w.zero.T.to(sdt).unsqueeze(-1)
+        W = (qg * w.scale.T.unsqueeze(-1)).view(N, K)
+    else:  # a ragged last group: index the groups per column
+        idx = group_index(w)
+        W = q.to(sdt)
+        if w.zero is not None:
+            W = W - w.zero[idx].T.to(sdt)
+        W = W * w.scale[idx].T
+    return W if dtype is None else W.to(dtype)
 
 
 def int_acc_ref(a_q: torch.Tensor, w: PackedWeight) -> torch.Tensor:
@@ -93,7 +172,7 @@ def gemm_ref(
 ) -> torch.Tensor:
     """Dequantized output in float32: (a_q * a_scale) @ dequant(W)^T (+ bias)."""
     q = weight_codes(w).double()
-    idx = torch.arange(w.in_features, device=q.device) // w.group_size
+    idx = group_index(w)
     s = w.scale.double()[idx].T  # (N, K)
     z = 0 if w.zero is None else w.zero.double()[idx].T
     Wd = (q - z) * s

@@ -13,7 +13,7 @@ from fptq.results import ResultStore
 TEXT = "The quick brown fox jumps over the lazy dog. " * 200
 
 
-def _run(args, tmp_path):
+def _run(args, tmp_path, ok=True):
     (tmp_path / "wiki.txt").write_text(TEXT)
     env = dict(
         os.environ,
@@ -34,8 +34,12 @@ def _run(args, tmp_path):
         "eval.progress=false",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def _run_fail(args, tmp_path):
+    return _run([f"hydra.run.dir={tmp_path / 'failed'}", *args], tmp_path, ok=False)
 
 
 def test_single_run_writes_result_and_store_row(tmp_path):
@@ -140,3 +144,63 @@ def test_composition_sweep_names_both_axes(tmp_path):
 
     table = ppl_table(pd.DataFrame(rows))
     assert {"weight", "act"} <= set(table.columns) and len(table) == 4
+
+
+def test_save_then_evaluate_the_checkpoint_without_calibration(tmp_path):
+    _run([f"hydra.run.dir={tmp_path / 'a'}", "save.dir=auto"], tmp_path)
+    first = json.loads((tmp_path / "a" / "result.json").read_text())
+    ck = tmp_path / "a" / "checkpoint"
+    assert first["checkpoint"] == str(ck) and (ck / "model.safetensors").is_file()
+    _run([f"hydra.run.dir={tmp_path / 'b'}", "model=saved", f"model.path={ck}"], tmp_path)
+    second = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert second["model"] == "tiny-llama" and second["checkpoint"] == str(ck)
+    ppl = [r["metrics"]["ppl"]["wikitext2"]["ppl"] for r in (first, second)]
+    assert ppl[0] == ppl[1]  # identical logits, so identical perplexity
+    assert second["baseline"] == first["baseline"]  # from the cache, keyed by the base model
+    assert "quantize_s" not in second["timings"] and "calib_data_s" not in second["timings"]
+    assert second["quant_summary"]["layers"] == 14  # the saved report
+
+
+def test_checkpoint_with_another_scheme_fails_before_loading(tmp_path):
+    _run([f"hydra.run.dir={tmp_path / 'a'}", "save.dir=auto", "quant=w4a16_rtn_g128"], tmp_path)
+    proc = _run_fail(
+        ["model=saved", f"model.path={tmp_path / 'a' / 'checkpoint'}", "quant=w8a8_rtn"], tmp_path
+    )
+    assert "weight.bits: checkpoint 4, run 8" in proc.stderr
+
+
+def test_save_into_a_non_empty_folder_fails_before_quantizing(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    proc = _run_fail([f"save.dir={tmp_path / 'taken'}"], tmp_path)
+    assert "not empty" in proc.stderr and "quantize" not in proc.stderr.split("not empty")[0][-2000:]
+
+
+def test_sequential_onloading_run_equals_eager(tmp_path):
+    """fptq-run on a local folder: onload=sequential (block-by-block fp baseline and quantization,
+    packed blocks on the host) gives the eager run's numbers exactly."""
+    import torch
+    import transformers
+
+    from fptq.models import byte_tokenizer
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=258, max_position_embeddings=512,
+    )  # fmt: skip
+    folder = tmp_path / "float"
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(str(folder))
+    results = {}
+    for onload in ("eager", "sequential"):
+        work = tmp_path / onload
+        work.mkdir()
+        args = [f"hydra.run.dir={work / 'out'}", "model.source=hf", f"model.path={folder}",
+                f"model.onload={onload}", "model.packed_on=host", "quant.weight.group_size=64"]  # fmt: skip
+        _run(args, work)
+        results[onload] = json.loads((work / "out" / "result.json").read_text())
+    e, s = results["eager"], results["sequential"]
+    assert s["metrics"]["ppl"]["wikitext2"]["ppl"] == e["metrics"]["ppl"]["wikitext2"]["ppl"]
+    assert s["baseline"]["ppl"]["wikitext2"]["ppl"] == e["baseline"]["ppl"]["wikitext2"]["ppl"]
+    assert s["spec"]["model"]["onload"] == "sequential"

@@ -45,7 +45,8 @@ def _axes(q):
 
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_every_option_composes_to_what_it_names(group, option):
-    spec = to_run_spec(_compose([f"{group}={option}"]))
+    extra = ["model.path=/a/checkpoint"] if option == "saved" else []  # its path is required
+    spec = to_run_spec(_compose([f"{group}={option}", *extra]))
     q = spec.quant
     if group == "model":
         assert spec.model.name == option

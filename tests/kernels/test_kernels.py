@@ -121,14 +121,13 @@ def test_quantlinear_triton_backend_matches_reference():
     W = torch.randn(48, 96)
     q, s, z = quantize_weight(W, 4, GroupLayout(96, 32), True)
     for mode in ("dynamic", "static"):
-        ql = QuantLinear(
-            W,
-            torch.randn(48),
-            qweight=q,
-            w_scale=s,
-            w_zero=z,
-            w_bits=4,
+        ql = QuantLinear.from_codes(
+            q,
+            s,
+            z,
+            bits=4,
             group_size=32,
+            bias=torch.randn(48),
             act_mode=mode,
             act_scale=torch.tensor(0.03) if mode == "static" else None,
         )
@@ -146,7 +145,7 @@ def test_triton_backend_rejects_weight_only():
 
     W = torch.randn(32, 64)
     q, s, z = quantize_weight(W, 4, GroupLayout(64, 32), True)
-    ql = QuantLinear(W, None, qweight=q, w_scale=s, w_zero=z, w_bits=4, group_size=32, act_mode="none")
+    ql = QuantLinear.from_codes(q, s, z, bits=4, group_size=32, act_mode="none")
     with pytest.raises(ValueError, match="reference"):
         set_backend(torch.nn.Sequential(ql), "triton")
 
