@@ -108,12 +108,11 @@ class SafetensorsReader:
         return out
 
 
-def _fill(module: nn.Module, prefix: str, reader: SafetensorsReader, dtype, device, aliases=None) -> None:
+def _fill(module: nn.Module, prefix: str, reader: SafetensorsReader, dtype, device) -> None:
     """Assign every state_dict entry of `module` from the checkpoint (names under `prefix`)."""
-    aliases = aliases or {}
-    src = {k: aliases.get(prefix + k, prefix + k) for k in module.state_dict(keep_vars=True)}
-    got = reader.get_many(set(src.values()), lambda n: dtype, device)
-    module.load_state_dict({k: got[s] for k, s in src.items()}, strict=True, assign=True)
+    names = list(module.state_dict(keep_vars=True))
+    got = reader.get_many([prefix + k for k in names], lambda n: dtype, device)
+    module.load_state_dict({k: got[prefix + k] for k in names}, strict=True, assign=True)
 
 
 def tied_aliases(model: nn.Module, reader_keys: Iterable[str]) -> Dict[str, str]:
