@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from conftest import TINY_CFG
 from fptq.act import ActQuant
 from fptq.models import ModelSpec, load_model
 from fptq.pipeline import quantize_model
@@ -16,17 +17,8 @@ from fptq.scheme import ActSpec, QuantScheme, WeightSpec
 pytest.importorskip("compressed_tensors")
 from fptq.export import export_compressed_tensors, load_decompressed  # noqa: E402
 
-TINY = ModelSpec(
-    name="tiny-llama",
-    config=dict(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    ),
-)
+# tiny LLaMA with widths that whole groups of 64 divide (compressed-tensors packs whole groups)
+TINY = ModelSpec(name="tiny-llama", config=dict(TINY_CFG, hidden_size=128, intermediate_size=256))
 SCHEMES = {
     # FPTQ's mixed per-layer activations: static per-tensor and dynamic per-token groups
     "w4a8_fptq_g64": QuantScheme(
