@@ -46,12 +46,14 @@ QUANT_METHOD = "fptq"
 CONFIG_NAME = "config.json"
 REPORT_NAME = "quant_report.json"
 MAX_SHARD_BYTES = 5 * 2**30  # the hub's usual shard size
-_PACKED_BUFFERS = ("qweight", "w_scale", "w_zero", "act_scale")  # stored dtypes, never cast
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _dtype(name: str) -> torch.dtype:
-    return {v: k for k, v in _DTYPE_NAMES.items()}[name]
+    return getattr(torch, name)
 
 
 # ---- what is saved ------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ def layer_config(ql: QuantLinear) -> Dict[str, Any]:
         "w_bits": ql.w_bits,
         "group_size": ql.group_size,
         "zero": zero,  # None: symmetric
-        "scale_dtype": None if ql.w_scale is None else _DTYPE_NAMES[ql.w_scale.dtype],
+        "scale_dtype": None if ql.w_scale is None else _dtype_name(ql.w_scale.dtype),
         "act": ql.act_mode.value,
         "act_bits": ql.act_bits,
         "act_scale": None if ql.act_scale is None else float(ql.act_scale),
@@ -81,7 +83,7 @@ def quantization_config(model: nn.Module, scheme, base_model: Optional[Dict[str,
         "quant_method": QUANT_METHOD,
         "format_version": FORMAT_VERSION,
         "fptq_version": __version__,
-        "dtype": _DTYPE_NAMES[next(model.parameters()).dtype],
+        "dtype": _dtype_name(next(model.parameters()).dtype),
         "scheme": json.loads(json.dumps(asdict(scheme))),
         "base_model": base_model or {},
         "kv_bits": scheme.kv.bits,
@@ -115,22 +117,24 @@ def _shards(tensors: Dict[str, torch.Tensor], max_bytes: int) -> List[Dict[str, 
     return shards + [cur] if cur else shards
 
 
-def _write_tensors(folder: Path, tensors: Dict[str, torch.Tensor], max_shard_bytes: int) -> None:
+def _write_tensors(folder: Path, tensors: Dict[str, torch.Tensor], max_shard_bytes: int) -> int:
+    """Write the tensors (one file, or shards and an index); returns their total bytes."""
     from safetensors.torch import save_file
 
     meta = {"format": "pt", "quant_method": QUANT_METHOD, "format_version": str(FORMAT_VERSION)}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
     shards = _shards(tensors, max_shard_bytes)
     if len(shards) == 1:
         save_file(shards[0], str(folder / SAFETENSORS_SINGLE), metadata=meta)
-        return
+        return total
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(folder / fname), metadata=meta)
         weight_map.update({k: fname for k in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=1))
+    return total
 
 
 def check_destination(folder, overwrite: bool) -> Path:
@@ -172,8 +176,7 @@ def save_quantized(
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        tensors = _unique_tensors(model)
-        _write_tensors(tmp, tensors, max_shard_bytes)
+        nbytes = _write_tensors(tmp, _unique_tensors(model), max_shard_bytes)
         cfg = model.config.to_dict()
         cfg["quantization_config"] = quantization_config(model, scheme, base_model)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, default=str))
@@ -186,7 +189,6 @@ def save_quantized(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     return {"path": str(folder), "bytes": nbytes, "seconds": time.perf_counter() - t0}
 
 
@@ -294,11 +296,9 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
             f"{folder}: the tensors do not match its quantization_config ({len(missing)} missing, e.g. "
             f"{missing[:3]}; {len(extra)} unexpected, e.g. {extra[:3]}); the folder was altered or mixed"
         )
-    def dtype_of(n: str):  # packed buffers keep their stored dtypes
-        packed = n.rsplit(".", 1)[-1] in _PACKED_BUFFERS and n.rsplit(".", 1)[0] in qc["layers"]
-        return None if packed else dtype
-
-    got = reader.get_many({aliases.get(n, n) for n in names}, dtype_of, device)
+    # the skeleton's dtypes: the model dtype for float weights, the stored ones for packed buffers
+    want = {aliases.get(n, n): t.dtype for n, t in model.state_dict(keep_vars=True).items()}
+    got = reader.get_many(set(want), want.get, device)
     model.load_state_dict({n: got[aliases.get(n, n)] for n in names}, strict=True, assign=True)
     retie(model)
     if qc.get("kv_bits"):

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from fptq.act import ActQuant
 from fptq.checkpoint import CONFIG_NAME, check_destination, replace_folder
+from fptq.kernels.reference import code_offset
 from fptq.qlinear import QuantLinear
 
 CT_INSTALL = "pip install compressed-tensors"
@@ -84,10 +85,9 @@ def _ct_zero(ql: QuantLinear) -> Optional[torch.Tensor]:
     """Our stored zero points in compressed-tensors' signed convention, (out, n_groups) int8."""
     if ql.w_zero is None:
         return None
-    z = ql.w_zero.to(torch.int32).T
-    if ql.w_bits <= 4:  # nibble codes are unsigned 0..2^b-1: centre them (bytes already are)
-        z = z - 2 ** (ql.w_bits - 1)
-    return z.to(torch.int8).contiguous()
+    # stored zero = z - code_offset; compressed-tensors' zero = z - 2^(b-1)
+    shift = code_offset(ql.w_bits, symmetric=False) - 2 ** (ql.w_bits - 1)
+    return (ql.w_zero.to(torch.int32).T + shift).to(torch.int8).contiguous()
 
 
 def _dense_module(ql: QuantLinear, scheme, dtype) -> nn.Linear:
@@ -124,7 +124,7 @@ def export_compressed_tensors(
     from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, QuantizationStatus
 
     t0 = time.perf_counter()
-    if any(h for h in _kv_hooks(model)):
+    if any(getattr(m, "fptq_kv_bits", 0) for m in model.modules()):
         raise ValueError(
             "compressed-tensors export: KV-cache fake quantization (quant.kv) is not expressible"
         )
@@ -184,14 +184,6 @@ def export_compressed_tensors(
         "format": cfg["quantization_config"]["format"],
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _kv_hooks(model: nn.Module):
-    """Forward hooks fptq.kv added (KV fake quantization)."""
-    for m in model.modules():
-        for h in m._forward_hooks.values():
-            if getattr(h, "__qualname__", "").startswith("add_kv_quant"):
-                yield h
 
 
 def load_decompressed(folder, dtype=torch.float32) -> nn.Module:

@@ -26,5 +26,6 @@ def add_kv_quant(block: nn.Module, arch, config, bits: int) -> None:
             f"KV quantization needs k_proj/v_proj names in the ArchSpec of {type(block).__name__}"
         )
     dim = head_dim(config)
+    block.fptq_kv_bits = bits  # what a saved checkpoint or an export reads back
     for name in (arch.k_proj, arch.v_proj):
         block.get_submodule(name).register_forward_hook(lambda m, a, out: fake_quant_heads(out, dim, bits))

@@ -92,14 +92,17 @@ def load_model(spec: ModelSpec, cache_dir: str, device="cpu") -> Tuple[torch.nn.
         tok = load_tokenizer(spec.path)
     else:
         folder = model_folder(spec, cache_dir)
+        hub = _hub_cache(cache_dir) if folder == spec.hf_id else None  # transformers downloads it
         if spec.onload == "sequential":
             from fptq.onload import skeleton
 
             model = skeleton(folder, spec.torch_dtype, device)
         else:
-            model = _from_pretrained(folder, spec, cache_dir)
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=spec.torch_dtype, cache_dir=hub)
             model.to(device)
-        tok = load_tokenizer(folder, cache_dir=_hub_cache(cache_dir) if folder == spec.hf_id else None)
+        tok = load_tokenizer(folder, cache_dir=hub)
     model.eval()
     model.config.use_cache = False
     return model, tok
@@ -133,13 +136,6 @@ def model_folder(spec: ModelSpec, cache_dir: str) -> str:
             spec.hf_id, cache_dir=_hub_cache(cache_dir), allow_patterns=SNAPSHOT_PATTERNS
         )
     return spec.hf_id
-
-
-def _from_pretrained(folder: str, spec: ModelSpec, cache_dir: str):
-    from transformers import AutoModelForCausalLM
-
-    hub = _hub_cache(cache_dir) if folder == spec.hf_id else None
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=spec.torch_dtype, cache_dir=hub)
 
 
 def load_tokenizer(folder: str, cache_dir: Optional[str] = None):

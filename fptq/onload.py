@@ -63,7 +63,9 @@ class SafetensorsReader:
         if weight_map is not None:
             missing = [k for k, f in weight_map.items() if self.where.get(k) != f]
             if missing:
-                raise CheckpointError(f"{index} lists {len(missing)} tensors not in their files, e.g. {missing[0]}")
+                raise CheckpointError(
+                    f"{index} lists {len(missing)} tensors not in their files, e.g. {missing[0]}"
+                )
 
     def _open(self, f: str):
         from safetensors import safe_open

@@ -56,17 +56,6 @@ class PackedWeight:
     def per_channel(self) -> bool:
         return self.group_size >= self.in_features
 
-    @property
-    def symmetric(self) -> bool:
-        return self.zero is None
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.in_features // self.group_size)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.data, self.scale, self.zero) if t is not None)
-
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """q: (N, K) integer codes in [-8, 7] (symmetric) or [0, 15] (asymmetric) -> (ceil(K/2), N) int8.

@@ -79,7 +79,9 @@ def terms(shape: Shape, *, dtype_bytes=2, calib_tokens=128 * 512, hessian=False,
         "embeddings + head (float)": shape.outside_params() * dtype_bytes,
         "one float block": shape.block_params() * dtype_bytes,
         "calibration activations (in + out)": 2 * calib_tokens * shape.hidden * dtype_bytes,
-        "statistics (samples" + (", Hessians)" if hessian else ")"): stats_bytes(shape, calib_tokens, hessian=hessian),
+        "statistics (samples" + (", Hessians)" if hessian else ")"): stats_bytes(
+            shape, calib_tokens, hessian=hessian
+        ),
         # fp32 temporaries while one linear is quantized and checked (weight copy, expanded scales,
         # quotient, codes, dequantized copy...): ~9 copies of the largest layer, measured (README)
         "quantizer temporaries (~9 x largest linear, fp32)": 9 * largest * 4,
@@ -119,7 +121,11 @@ def main() -> None:
         print(f"| **peak (all at once, the last block)** | **{sum(t.values()) / GB:.1f}** |\n")
     for depth, rows in check():
         ok = all(p == m for p, m in rows.values())
-        print(f"depth {depth}: " + ", ".join(f"{k} {p} vs {m}" for k, (p, m) in rows.items()) + f" -> {'exact' if ok else 'DIFF'}")
+        print(
+            f"depth {depth}: "
+            + ", ".join(f"{k} {p} vs {m}" for k, (p, m) in rows.items())
+            + f" -> {'exact' if ok else 'DIFF'}"
+        )
 
 
 if __name__ == "__main__":
