@@ -6,35 +6,8 @@ chosen strategies, LAE, and output SQNR.
 
 import argparse
 import json
-from collections import defaultdict
 
-from fptq.tables import to_markdown
-
-
-def summarise(report: dict) -> list:
-    by = defaultdict(list)
-    for r in report["layers"]:
-        by[r["name"].rsplit(".", 1)[-1]].append(r)
-    rows = []
-    for kind, rs in sorted(by.items()):
-        vs = [r["v"] for r in rs if r["v"] is not None]
-        strat = defaultdict(int)
-        for r in rs:
-            strat[r["strategy"]] += 1
-        sq = [r["output_sqnr"] for r in rs if r["output_sqnr"] is not None]
-        rows.append(
-            {
-                "layer": kind,
-                "n": len(rs),
-                "v min": round(min(vs), 1) if vs else None,
-                "v median": round(sorted(vs)[len(vs) // 2], 1) if vs else None,
-                "v max": round(max(vs), 1) if vs else None,
-                "strategies": " ".join(f"{k}={v}" for k, v in sorted(strat.items())),
-                "lae": sum(r["transform"] == "lae" for r in rs),
-                "mean out SQNR dB": round(sum(sq) / len(sq), 1) if sq else None,
-            }
-        )
-    return rows
+from fptq.tables import layer_table, to_markdown
 
 
 def main() -> None:
@@ -42,7 +15,7 @@ def main() -> None:
     ap.add_argument("report")
     args = ap.parse_args()
     with open(args.report) as f:
-        print(to_markdown(summarise(json.load(f))), end="")
+        print(to_markdown(layer_table(json.load(f), args.report)), end="")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,15 @@
-"""Heatmap of WikiText-2 perplexity over FPTQ's thresholds (experiment ablation_v0v1).
+"""Heatmap of WikiText-2 perplexity over FPTQ's thresholds (experiment ablation_v0v1); writes
+<out>.png and <out>.pdf. `fptq-report` draws the same figure for every experiment.
 
-python analysis/plot_v0v1.py --results results --out v0v1.png
+python analysis/plot_v0v1.py --results results --out v0v1
 """
 
 import argparse
+from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from fptq.tables import load_results  # noqa: E402
+from fptq.figures import v0v1_heatmap
+from fptq.results import ResultStore
+from fptq.tables import SET_NAMES, latest, v0v1_grid
 
 
 def main() -> None:
@@ -18,26 +17,19 @@ def main() -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--experiment", default="ablation_v0v1")
     ap.add_argument("--set", default="wikitext2")
-    ap.add_argument("--out", default="v0v1.png")
+    ap.add_argument("--out", default="v0v1")
     args = ap.parse_args()
-    df = load_results(args.results, args.experiment)
-    if df.empty:
-        raise SystemExit(f"no rows for {args.experiment} in {args.results}")
-    grid = df.pivot_table(index="v0", columns="v1", values=f"ppl_{args.set}", aggfunc="last")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.imshow(grid.values, cmap="viridis_r")
-    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
-    ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
-    ax.set_xlabel("v1 (LAE / per-token dynamic)")
-    ax.set_ylabel("v0 (static / LAE)")
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            ax.text(j, i, f"{grid.values[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-    fig.colorbar(im, label=f"{args.set} ppl")
-    ax.set_title(f"FPTQ threshold sensitivity ({df['model'].iloc[0]})")
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    rows = [r for r in latest(ResultStore(args.results).read()) if r.get("experiment") == args.experiment]
+    grid = v0v1_grid(rows, f"ppl_{args.set}")
+    if grid is None:
+        raise SystemExit(f"no v0 x v1 grid for {args.experiment} in {args.results}")
+    paths = v0v1_heatmap(
+        grid,
+        f"{SET_NAMES[args.set]} perplexity",
+        f"FPTQ threshold sensitivity ({rows[0]['model']})",
+        Path(args.out),
+    )
+    print("wrote", " ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rebuild a results table (markdown) from the results store.
+"""Print one experiment's tables (markdown) from the results store. For every table, the LaTeX
+and the figures of all experiments at once, use `fptq-report` (fptq/study_report.py).
 
 python analysis/tables.py --results results --experiment table_smollm2_w4a8 [--out table.md]
 """
@@ -6,25 +7,23 @@ python analysis/tables.py --results results --experiment table_smollm2_w4a8 [--o
 import argparse
 from pathlib import Path
 
-from fptq.tables import latest, load_results, ppl_table, to_markdown
+from fptq.published import load_published
+from fptq.results import ResultStore
+from fptq.tables import accuracy_table, latest, perplexity_table, to_markdown, v0v1_table
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", default="results", help="results_dir holding results.jsonl")
-    ap.add_argument("--experiment", default=None, help="experiment_name to select (default: all)")
-    ap.add_argument(
-        "--extra", nargs="*", default=[], help="extra store columns to show (e.g. v0 v1 calib_source)"
-    )
+    ap.add_argument("--results", default="results", help="paths.results_dir of the runs")
+    ap.add_argument("--experiment", required=True, help="experiment_name to select")
     ap.add_argument("--out", default=None, help="write the markdown here instead of printing it")
     args = ap.parse_args()
-    df = load_results(args.results, args.experiment)
-    if df.empty:
-        raise SystemExit(
-            f"no results in {args.results}/results.jsonl"
-            + (f" for {args.experiment}" if args.experiment else "")
-        )
-    md = to_markdown(ppl_table(latest(df, ("model", "scheme", "overrides")), extra=args.extra))
+    rows = [r for r in latest(ResultStore(args.results).read()) if r.get("experiment") == args.experiment]
+    if not rows:
+        raise SystemExit(f"no rows for {args.experiment} in {args.results}")
+    pub = load_published()
+    tables = [t for t in (perplexity_table(rows, pub), accuracy_table(rows, pub), v0v1_table(rows)) if t]
+    md = "\n".join(to_markdown(t) for t in tables)
     if args.out:
         Path(args.out).write_text(md)
     else:

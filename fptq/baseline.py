@@ -1,54 +1,75 @@
-"""Unquantized (fp) perplexities, cached per model and protocol so sweeps compute them once."""
+"""Unquantized (fp) perplexities, cached so that a sweep computes each once.
 
+One file per entry under `<cache_dir>/baselines/`, written atomically (concurrent jobs on a shared
+filesystem never corrupt each other's entries). The key is a digest of what the number depends
+on: the model's content identity (`fptq.identity.model_identity`: files, not paths or names), the
+evaluated token stream itself (so another data file, another tokenizer or another C4 cut is another
+entry), the window length and the number of windows.
+"""
+
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Optional
+
+import torch
 
 from fptq.files import write_json_atomic
+from fptq.identity import digest, model_identity
 from fptq.spec import RunSpec
 
 
-def baseline_key(spec: RunSpec, dataset: str) -> str:
-    m = spec.model
-    ident = m.path or m.hf_id or (json.dumps(m.config, sort_keys=True) + f"/seed{m.seed}")
-    return (
-        f"{m.name}|{m.source}|{ident}|{m.dtype}|bos={m.add_bos}|{dataset}|{spec.eval.seqlen}|"
-        f"{spec.eval.max_windows}|{spec.data.source}"
+def tokens_digest(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def baseline_key(spec: RunSpec, dataset: str, ids: torch.Tensor) -> str:
+    return digest(
+        {
+            "model": model_identity(spec.model),
+            "dataset": dataset,
+            "tokens": tokens_digest(ids),
+            "seqlen": spec.eval.seqlen,
+            "max_windows": spec.eval.max_windows,
+        }
     )
 
 
 class BaselineCache:
     def __init__(self, cache_dir: str):
-        self.path = Path(cache_dir).expanduser() / "baselines.json"
-
-    def _read(self) -> Dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        self.dir = Path(cache_dir).expanduser() / "baselines"
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
-        return self._read().get(key)
+        try:
+            return json.loads((self.dir / f"{key}.json").read_text())["result"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            return None
 
-    def put(self, key: str, value: Dict[str, Any]) -> None:
-        data = self._read()
-        data[key] = value
-        write_json_atomic(self.path, data)
+    def put(self, key: str, value: Dict[str, Any], about: Dict[str, Any]) -> None:
+        write_json_atomic(self.dir / f"{key}.json", {"about": about, "result": value})
 
     def get_or_compute(
-        self, spec: RunSpec, datasets: Iterable[str], compute: Callable[[str], Dict[str, Any]]
+        self,
+        spec: RunSpec,
+        streams: Dict[str, torch.Tensor],
+        compute: Callable[[str], Dict[str, Any]],
     ) -> Dict[str, Dict[str, Any]]:
         """The fp result per dataset: cached, or computed now and cached."""
         out = {}
-        for d in datasets:
-            key = baseline_key(spec, d)
+        for d, ids in streams.items():
+            key = baseline_key(spec, d, ids)
             out[d] = self.get(key)
             if out[d] is None:
                 out[d] = compute(d)
-                self.put(key, out[d])
+                self.put(key, out[d], _about(spec, d))
         return out
 
-    def put_all(self, spec: RunSpec, results: Dict[str, Dict[str, Any]]) -> None:
+    def put_all(self, spec: RunSpec, streams: Dict[str, torch.Tensor], results: Dict[str, Dict[str, Any]]):
         """A float run's own results are the baseline: refresh the cache with them."""
         for d, r in results.items():
-            self.put(baseline_key(spec, d), r)
+            self.put(baseline_key(spec, d, streams[d]), r, _about(spec, d))
+
+
+def _about(spec: RunSpec, dataset: str) -> Dict[str, Any]:
+    """Human-readable context stored beside the number (not part of the key)."""
+    return {"model": spec.model.name, "dataset": dataset, "seqlen": spec.eval.seqlen}

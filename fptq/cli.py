@@ -1,5 +1,6 @@
 """`fptq-run`: the Hydra application. Composes conf/, validates it, runs one job per config."""
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -15,8 +16,11 @@ register_configs()
 
 
 def conf_dir() -> str:
-    """The Hydra configs: inside an installed wheel (fptq/conf), else the source tree's conf/."""
+    """The Hydra configs: the package's own `fptq.conf` in an installed wheel (Hydra's pkg://
+    search path), else the source tree's conf/ (editable install, plain checkout)."""
     here = Path(__file__).resolve().parent
+    if (here / "conf" / "config.yaml").is_file() and importlib.util.find_spec("fptq.conf") is not None:
+        return "pkg://fptq.conf"
     for d in (here / "conf", here.parent / "conf"):
         if (d / "config.yaml").is_file():
             return str(d)
@@ -40,9 +44,16 @@ def main(cfg: DictConfig) -> None:
     overrides = " ".join(hc.overrides.task)
     log.info("run %s/%s -> %s", spec.model.name, spec.quant.name, out_dir)
     result = run(spec, out_dir, config, overrides)
+    if result.get("skipped"):
+        return
     table = format_table(result)
     print("\n" + table + "\n", flush=True)
-    log.info("result: %s (store: %s)", os.path.join(out_dir, "result.json"), spec.paths.results_dir)
+    log.info(
+        "result: %s (store: %s, job %s)",
+        os.path.join(out_dir, "result.json"),
+        spec.paths.results_dir,
+        result["job_key"],
+    )
 
 
 if __name__ == "__main__":

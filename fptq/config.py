@@ -68,7 +68,14 @@ def schema_of(cls: type) -> type:
     if cls not in _SCHEMAS:
         hints = typing.get_type_hints(cls)
         fields = [(f.name, _schema_type(hints[f.name]), _schema_default(f)) for f in dataclasses.fields(cls)]
-        _SCHEMAS[cls] = dataclasses.make_dataclass(cls.__name__ + "Conf", fields)
+        schema = dataclasses.make_dataclass(cls.__name__ + "Conf", fields)
+        # importable as fptq.config.<Name>Conf, so configs holding it pickle (submitit launchers
+        # send the composed config to each job's process)
+        if schema.__name__ in globals():
+            raise TypeError(f"two spec classes named {cls.__name__}: schema names must be unique")
+        schema.__module__ = __name__
+        globals()[schema.__name__] = schema
+        _SCHEMAS[cls] = schema
     return _SCHEMAS[cls]
 
 
@@ -99,11 +106,20 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
     return _build(RunSpec, data)
 
 
+RUN_SCHEMA = schema_of(RunSpec)  # built at import: a job process unpickling a config finds it
+
+
 def register_configs() -> None:
+    """The schema, and the `fptq.uid` resolver of the run folders (a random id drawn once per
+    config and cached, so a sweep's launcher and its jobs agree on the folder)."""
+    import uuid
+
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=schema_of(RunSpec))
+    cs.store(name="run_schema", node=RUN_SCHEMA)
+    if not OmegaConf.has_resolver("fptq.uid"):
+        OmegaConf.register_new_resolver("fptq.uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
 
 
 __all__ = ["register_configs", "schema_of", "to_run_spec"]

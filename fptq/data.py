@@ -9,13 +9,14 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from fptq.calibration import PROPAGATE
-from fptq.files import read_jsonl
+from fptq.files import read_jsonl, read_text
 from fptq.hub import SOURCES, use_hub
+from fptq.identity import source_tree
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class CalibSpec:
     source: str = "c4"  # c4 (train crops, GPTQ style) | wikitext2 (test-set crops, debugging) | random tokens
     n_samples: int = 128
     seqlen: int = 512
-    seed: int = 0
+    seed: Optional[int] = None  # null: the run's top-level `seed` (both are recorded)
     batch_size: int = 8
     # next block's calibration inputs: the quantized block's outputs (GPTQ's sequential pattern)
     # or the float block's (one pass per block instead of two: about 2x faster, less faithful)
@@ -69,13 +70,31 @@ class CalibSpec:
             )
 
 
+def data_root_candidates(spec: DataSpec) -> List[Tuple[str, Path]]:
+    """Where the shared data folder is looked for, in order: data.root, $FPTQ_DATA_DIR, beside
+    the source checkout (../shared/data), then shared/data in the working folder or any parent."""
+    out: List[Tuple[str, Path]] = []
+    if spec.root:
+        out.append(("data.root", Path(spec.root).expanduser()))
+    if os.environ.get("FPTQ_DATA_DIR"):
+        out.append(("$FPTQ_DATA_DIR", Path(os.environ["FPTQ_DATA_DIR"]).expanduser()))
+    checkout = source_tree()
+    if checkout is not None:
+        out.append(("beside the source checkout", checkout.parent / "shared" / "data"))
+    cwd = Path.cwd().resolve()
+    out += [("above the working folder", d / "shared" / "data") for d in (cwd, *cwd.parents)]
+    return out
+
+
 def shared_data_root(spec: DataSpec) -> Optional[Path]:
-    candidates = [spec.root, os.environ.get("FPTQ_DATA_DIR")]
-    here = Path(__file__).resolve().parents[1]
-    candidates += [str(here.parent / "shared" / "data"), str(Path.cwd().parent / "shared" / "data")]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
+    if spec.root:  # an explicit root is the only candidate: a wrong one is an error, not a fallback
+        root = Path(spec.root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root={spec.root!r} is not a folder")
+        return root
+    for _why, c in data_root_candidates(spec):
+        if c.is_dir():
+            return c
     return None
 
 
@@ -86,9 +105,10 @@ def local_file(name: str, spec: DataSpec) -> Path:
     else:
         root = shared_data_root(spec)
         if root is None:
+            tried = ", ".join(f"{why} ({p})" for why, p in data_root_candidates(spec)[:3])
             raise FileNotFoundError(
                 f"no local copy of {name}: set data.{name}=/path/to/{Path(LOCAL_FILES[name]).name} or "
-                "data.root (or FPTQ_DATA_DIR) to a folder laid out like shared/data"
+                f"data.root (or $FPTQ_DATA_DIR) to a folder laid out like shared/data. Looked: {tried}"
             )
         path = root / LOCAL_FILES[name]
     if not path.is_file():
@@ -108,7 +128,7 @@ def _wikitext2(spec: DataSpec) -> str:
         from datasets import load_dataset
 
         return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
-    return local_file("wikitext2", spec).read_text(encoding="utf-8")
+    return read_text(local_file("wikitext2", spec), "raw WikiText-2 test text")
 
 
 def _ptb(spec: DataSpec) -> str:
@@ -116,7 +136,7 @@ def _ptb(spec: DataSpec) -> str:
         from datasets import load_dataset
 
         return " ".join(load_dataset("ptb_text_only", "penn_treebank", split="test")["sentence"])
-    lines = local_file("ptb", spec).read_text(encoding="utf-8").splitlines()
+    lines = read_text(local_file("ptb", spec), "PTB test text, one sentence a line").splitlines()
     return " ".join(line.strip() for line in lines)
 
 
@@ -131,7 +151,7 @@ def _c4_docs(spec: DataSpec, split: str) -> List[str]:
             else "en/c4-train.00000-of-01024.json.gz"
         )
         return load_dataset("allenai/c4", data_files={split: shard}, split=split)["text"]
-    return [d["text"] for d in read_jsonl(local_file(name, spec))]
+    return [d["text"] for d in read_jsonl(local_file(name, spec), field="text")]
 
 
 def _c4(spec: DataSpec) -> str:
@@ -151,17 +171,33 @@ def eval_tokens(name: str, tokenizer, spec: DataSpec, seqlen: int) -> torch.Tens
     return ids
 
 
-def calibration_ids(calib: CalibSpec, tokenizer, spec: DataSpec, vocab_size: int) -> torch.Tensor:
-    """(n_samples, seqlen) token ids: seeded random crops of documents, or random vocabulary tokens."""
+def calib_file(calib: CalibSpec) -> Optional[str]:
+    """The data set calibration reads (a LOCAL_FILES name), or None for random tokens."""
+    return {"c4": "c4_train", "wikitext2": "wikitext2"}.get(calib.source)
+
+
+def calibration_ids(
+    calib: CalibSpec, tokenizer, spec: DataSpec, vocab_size: int, seed: int = 0
+) -> torch.Tensor:
+    """(n_samples, seqlen) token ids: seeded random crops of documents, or random vocabulary tokens.
+    The seed is calib.seed when set, else `seed` (the run's top-level seed)."""
+    seed = calib.seed if calib.seed is not None else seed
     if calib.source == "random":  # FPTQ's data-free calibration (paper Table 6)
-        g = torch.Generator().manual_seed(calib.seed)
+        g = torch.Generator().manual_seed(seed)
         return torch.randint(0, vocab_size, (calib.n_samples, calib.seqlen), generator=g)
-    rng = random.Random(calib.seed)
+    rng = random.Random(seed)
     if calib.source == "wikitext2":
         ids = tokenizer(_wikitext2(spec), add_special_tokens=False).input_ids
+        if len(ids) <= calib.seqlen + 1:
+            raise ValueError(
+                f"calibration on wikitext2: the text has {len(ids)} tokens, too short for crops of "
+                f"calib.seqlen={calib.seqlen}; lower calib.seqlen or use a longer file"
+            )
         starts = [rng.randint(0, len(ids) - calib.seqlen - 1) for _ in range(calib.n_samples)]
         return torch.tensor([ids[s : s + calib.seqlen] for s in starts], dtype=torch.long)
     docs = _c4_docs(spec, "train")
+    if not docs:
+        raise ValueError("calibration on c4: the C4 train file has no documents")
     out = []
     for _ in range(calib.n_samples):  # GPTQ's get_c4: a random document longer than seqlen, a random crop
         for _attempt in range(1000):
@@ -169,7 +205,11 @@ def calibration_ids(calib: CalibSpec, tokenizer, spec: DataSpec, vocab_size: int
             if len(enc) > calib.seqlen:
                 break
         else:
-            raise ValueError(f"no calibration document is longer than calib.seqlen={calib.seqlen} tokens")
+            raise ValueError(
+                f"calibration on c4: no document among 1000 drawn from the {len(docs)} in the C4 train "
+                f"file is longer than calib.seqlen={calib.seqlen} tokens; lower calib.seqlen or use a "
+                "file with longer documents"
+            )
         s = rng.randint(0, len(enc) - calib.seqlen - 1)
         out.append(enc[s : s + calib.seqlen])
     return torch.tensor(out, dtype=torch.long)

@@ -5,22 +5,56 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 
-def read_jsonl(path: Path) -> List[dict]:
-    """One JSON object per non-blank line. A bad line is an error naming the file and the line."""
+def read_jsonl(path: Path, field: Optional[str] = None, limit: Optional[int] = None) -> List[dict]:
+    """One JSON object per non-blank line; with `field`, each must have that string field. A bad
+    line is an error naming the file, the line and what was expected. `limit`: stop after n."""
     path = Path(path)
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    out: List[dict] = []
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{i}: not UTF-8 text ({e.reason} at byte {e.start} of the line); "
+                    "expected one JSON object per line"
+                ) from None
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON object per line ({e.msg})") from None
+                raise ValueError(
+                    f"{path}:{i}: expected one JSON object per line ({e.msg} at column {e.colno})"
+                ) from None
+            if field is not None and not (isinstance(obj, dict) and isinstance(obj.get(field), str)):
+                got = f"keys {sorted(obj)}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+                raise ValueError(
+                    f"{path}:{i}: expected a JSON object with a string field {field!r}, got {got}"
+                )
+            out.append(obj)
+            if limit is not None and len(out) >= limit:
+                break
     return out
+
+
+def read_text(path: Path, expected: str = "text", limit: Optional[int] = None) -> str:
+    """A UTF-8 text file (the first `limit` bytes if given); a decoding error names the file, the
+    line and what was expected."""
+    path = Path(path)
+    data = path.read_bytes() if limit is None else path.open("rb").read(limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if limit is not None and e.start >= len(data) - 4:  # a character cut by the limit
+            return data[: e.start].decode("utf-8")
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); expected {expected}"
+        ) from None
 
 
 def clean_json(obj: Any) -> Any:
@@ -34,14 +68,19 @@ def clean_json(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write through a temporary file and rename: readers never see half a file."""
+def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 1) -> None:
+    """Write JSON through a temporary file and rename: readers never see half a file."""
+    write_text_atomic(path, json.dumps(clean_json(obj), indent=indent))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, fsync, rename (atomic on POSIX and NFS)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(clean_json(obj), f, indent=1)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -167,10 +167,18 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def smollm2_folder_cached(cache_dir: str) -> Optional[Path]:
+    """The converted SmolLM2 folder under cache_dir, if the GGUF was converted already."""
+    folder = Path(cache_dir).expanduser() / "models" / "smollm2-135m-instruct"
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    return None
+
+
 def smollm2_folder(cache_dir: str) -> Path:
     """Convert the GGUF once into an HF folder under cache_dir and return it (cached afterwards)."""
     folder = Path(cache_dir) / "models" / "smollm2-135m-instruct"
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if smollm2_folder_cached(cache_dir) is not None:
         return folder
     gguf = smollm2_gguf_path()
     log.info("converting %s to an HF folder in %s (once, ~30 s)", gguf.name, folder)

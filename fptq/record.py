@@ -1,6 +1,7 @@
 """What a finished run leaves behind: provenance, the result document, its flat results-store
 row, and the console table."""
 
+import json
 import platform
 import subprocess
 import uuid
@@ -12,26 +13,29 @@ from typing import Any, Dict, Optional
 import torch
 
 from fptq import __version__
+from fptq.identity import source_tree
 from fptq.report import QuantReport
 from fptq.spec import RunSpec
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ---- provenance ---------------------------------------------------------------------------------
 
 
 def git_commit() -> str:
+    """The commit of fptq's own checkout (with -dirty), else "fptq <version>" (installed)."""
+    top = source_tree()
+    if top is None or not (top / ".git").exists():
+        return f"fptq {__version__}"
     try:
+        git = ["git", "-C", str(top)]
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno"], cwd=REPO, capture_output=True, text=True, timeout=5
+            [*git, "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+        return (sha + ("-dirty" if dirty else "")) if sha else f"fptq {__version__}"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return f"fptq {__version__}"
 
 
 def versions() -> Dict[str, str]:
@@ -97,9 +101,13 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
     q = spec.quant
     row = {
         "run_id": result["run_id"],
+        "job_key": result.get("job_key"),
+        "config_key": result.get("config_key"),
+        "code_version": result.get("code_version"),
         "finished_at": result["finished_at"],
         "experiment": spec.experiment_name,
         "model": spec.model.name,
+        "model_dtype": spec.model.dtype,
         "scheme": q.name,
         "weight": q.weight.label if q.weight else "none",
         "act": q.act.label if q.act else "none",
@@ -112,13 +120,21 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         "v0": q.act.v0 if q.act else None,
         "v1": q.act.v1 if q.act else None,
         "middle_band": q.act.middle_band if q.act else None,
+        "lae": q.act.lae if q.act else None,
+        "equalizer": q.act.equalizer if q.act else None,
+        "act_overrides": json.dumps(q.act.overrides, sort_keys=True) if q.act and q.act.overrides else None,
         "kv_bits": q.kv.bits or 16,
         "transforms": ",".join(q.transforms),
         "calib_source": spec.calib.source,
         "calib_n": spec.calib.n_samples,
         "calib_seqlen": spec.calib.seqlen,
         "seed": spec.seed,
+        "calib_seed": spec.calib_seed,  # the seed the crops used (calib.seed if set, else seed)
+        "calib_seed_fixed": spec.calib.seed is not None,
         "seqlen": spec.eval.seqlen,
+        "eval_limit": spec.eval.limit,
+        "mmlu_limit": spec.eval.mmlu_limit,
+        "mmlu_shots": spec.eval.mmlu_shots if "mmlu" in spec.eval.tasks else None,
         "backend": spec.backend,
         "onload": spec.model.onload,
         "checkpoint": result.get("checkpoint"),  # saved to, or evaluated from (model=saved)

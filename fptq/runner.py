@@ -4,6 +4,7 @@
 produces goes through `record`: result.json, quant_report.json, one results-store row, W&B.
 """
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -19,10 +20,12 @@ from fptq.checkpoint import REPORT_NAME, check_destination, check_scheme, save_q
 from fptq.data import calibration_ids, eval_tokens
 from fptq.eval.perplexity import perplexity, perplexity_blockwise
 from fptq.files import write_json_atomic
+from fptq.jobkey import job_key
 from fptq.models import ModelSpec, load_model
 from fptq.onload import BlockLoader, stream_blocks
 from fptq.pipeline import quantize_model
-from fptq.qlinear import check_kernel_device, set_backend
+from fptq.preflight import preflight
+from fptq.qlinear import set_backend
 from fptq.record import make_result, store_row
 from fptq.report import QuantReport
 from fptq.results import ResultStore
@@ -126,7 +129,7 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
     if spec.quant.is_float:
         return None
     with _timed(timings, "calib_data_s"):
-        calib = calibration_ids(spec.calib, tok, spec.data, model.config.vocab_size)
+        calib = calibration_ids(spec.calib, tok, spec.data, model.config.vocab_size, seed=spec.seed)
     onload = None
     if spec.model.onload == "sequential":
         onload = BlockLoader(model, spec.model.torch_dtype, next(model.parameters()).device).load
@@ -218,11 +221,13 @@ def evaluate(
 
 
 def record(spec: RunSpec, out: Path, result: Dict[str, Any], report: Optional[QuantReport], logger) -> None:
-    """Write result.json (atomic), quant_report.json, one store row, and the W&B summary."""
+    """Write result.json and quant_report.json (atomic), the job's store row with its layer report,
+    and the W&B summary. The row goes last: a job killed before it leaves no row and reruns."""
     write_json_atomic(out / "result.json", result)
-    if report is not None:
-        (out / "quant_report.json").write_text(report.to_json())
-    ResultStore(spec.paths.results_dir).append(store_row(result, spec))
+    layers = json.loads(report.to_json()) if report is not None else None
+    if layers is not None:
+        write_json_atomic(out / "quant_report.json", layers)
+    ResultStore(spec.paths.results_dir).put(result["job_key"], store_row(result, spec), layers)
     m = result["metrics"]
     logger.log(
         {f"ppl/{d}": r["ppl"] for d, r in m["ppl"].items()}
@@ -240,14 +245,32 @@ def record(spec: RunSpec, out: Path, result: Dict[str, Any], report: Optional[Qu
 
 
 def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = "") -> Dict[str, Any]:
+    """Run one job, or skip it if the store already has its row (spec.resume). Returns the result
+    document, or {"skipped": True, "job_key", "row"} for a skipped job."""
     t_start = time.perf_counter()
+    device = resolve_device(spec.device)
+    key, parts = job_key(spec, device.type)
+    store = ResultStore(spec.paths.results_dir)
+    if spec.resume and (done := store.get(key)) is not None:
+        log.info(
+            "skip %s/%s: job %s already has a row (finished %s, output %s); resume=false runs it again",
+            spec.model.name,
+            spec.quant.name,
+            key,
+            done.get("finished_at"),
+            done.get("output_dir"),
+        )
+        return {"skipped": True, "job_key": key, "row": done}
+    _log_other_versions(store, key, parts)
+    if spec.calib.seed is not None and spec.calib.seed != spec.seed:
+        log.warning(
+            "calib.seed=%d is set: seed=%d does not change the calibration crops", spec.calib.seed, spec.seed
+        )
     torch.manual_seed(spec.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(spec.device)
-    if spec.backend == "triton":
-        check_kernel_device(device)  # before any work; per-layer constraints after quantization
     spec, base = from_checkpoint(spec)  # a saved checkpoint must match the scheme: check first
+    preflight(spec, device)  # backend, model config and widths, data files: before any work
     if spec.save.dir not in (None, "auto"):
         check_destination(spec.save.dir, spec.save.overwrite)  # before hours of work
     run_name = f"{spec.model.name}/{spec.quant.name}"
@@ -265,7 +288,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         checkpoint = save(spec, model, tok, report, out, timings)
         ppls, zeroshot = evaluate(spec, model, tok, streams, device, timings)
         if spec.quant.is_float:
-            BaselineCache(spec.paths.cache_dir).put_all(spec, ppls)
+            BaselineCache(spec.paths.cache_dir).put_all(spec, streams, ppls)
             fp = ppls
         timings["total_s"] = time.perf_counter() - t_start
         result = make_result(
@@ -279,6 +302,7 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             timings=timings,
             device=str(device),
         )
+        result.update(job_key=key, config_key=parts["config_key"], code_version=parts["code_version"])
         result["checkpoint"] = (
             checkpoint["path"]
             if checkpoint
@@ -288,3 +312,13 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         return result
     finally:
         logger.finish()
+
+
+def _log_other_versions(store: ResultStore, key: str, parts: Dict[str, Any]) -> None:
+    old = [r for r in store.read() if r.get("config_key") == parts["config_key"] and r.get("job_key") != key]
+    if old:
+        log.info(
+            "rows of this job exist from other code versions (%s); this code (%s) computes it again",
+            ", ".join(sorted({str(r.get("code_version")) for r in old})),
+            parts["code_version"],
+        )

@@ -80,7 +80,10 @@ class SaveSpec:
 @dataclass(frozen=True)
 class RunSpec:
     experiment_name: str = "adhoc"
-    seed: int = 0
+    seed: int = 0  # drives every random choice (calibration crops unless calib.seed is set, samples)
+    # skip the job if the results store already has its row (same job key: fptq.jobkey);
+    # resume=false runs it again and replaces the row
+    resume: bool = True
     device: str = "auto"
     # quantized linears: reference (float simulation) | triton (packed W4A8/W8A8 kernels)
     backend: str = "reference"
@@ -92,6 +95,11 @@ class RunSpec:
     logger: LoggerSpec = field(default_factory=LoggerSpec)
     paths: PathsSpec = field(default_factory=PathsSpec)
     save: SaveSpec = field(default_factory=SaveSpec)
+
+    @property
+    def calib_seed(self) -> int:
+        """The seed of the calibration crops: calib.seed if set, else the run's seed."""
+        return self.calib.seed if self.calib.seed is not None else self.seed
 
     def __post_init__(self):
         if self.device not in DEVICES:

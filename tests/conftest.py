@@ -13,6 +13,8 @@ try:  # Triton kernels run in the CPU interpreter when there is no GPU (set befo
 except ImportError:
     pass
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -20,6 +22,46 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+TESTS = Path(__file__).resolve().parent
+TEXT = "The quick brown fox jumps over the lazy dog. " * 200
+
+
+def fptq_env(tmp_path: Path) -> dict:
+    """Environment of an fptq-run subprocess: offline, no W&B, a private cache, tests/ importable
+    (for Hydra callbacks such as study_faults.FailOnce)."""
+    return dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        FPTQ_CACHE_DIR=str(tmp_path / "cache"),
+        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    )
+
+
+def fptq_run(args, tmp_path: Path, ok: bool = True, wiki: str = "wiki.txt") -> subprocess.CompletedProcess:
+    """`fptq-run debug=tiny <args>` in tmp_path on a small text file (tmp_path/<wiki>), with the
+    store in tmp_path/results; asserts the exit status."""
+    if not (tmp_path / wiki).exists():
+        (tmp_path / wiki).write_text(TEXT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fptq.cli",
+        *args,
+        "debug=tiny",
+        f"data.wikitext2={tmp_path / wiki}",
+        f"paths.results_dir={tmp_path / 'results'}",
+        "eval.progress=false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=fptq_env(tmp_path), capture_output=True, text=True, timeout=900
+    )
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
 
 TINY_CFG = dict(
     hidden_size=64,

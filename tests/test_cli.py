@@ -8,34 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fptq_run
 from fptq.results import ResultStore
-
-TEXT = "The quick brown fox jumps over the lazy dog. " * 200
 
 
 def _run(args, tmp_path, ok=True):
-    (tmp_path / "wiki.txt").write_text(TEXT)
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        WANDB_MODE="disabled",
-        FPTQ_CACHE_DIR=str(tmp_path / "cache"),
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "fptq.cli",
-        *args,
-        "debug=tiny",
-        f"data.wikitext2={tmp_path / 'wiki.txt'}",
-        f"paths.results_dir={tmp_path / 'results'}",
-        "eval.progress=false",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return fptq_run(args, tmp_path, ok)
 
 
 def _run_fail(args, tmp_path):
@@ -138,12 +116,10 @@ def test_composition_sweep_names_both_axes(tmp_path):
     ]
     assert {r["group_size"] for r in rows} == {128, 64}
     assert all(r["n_per_token_dynamic"] == 14 for r in rows if r["act"] == "per_token_dynamic")
-    import pandas as pd
+    from fptq.tables import perplexity_table
 
-    from fptq.tables import ppl_table
-
-    table = ppl_table(pd.DataFrame(rows))
-    assert {"weight", "act"} <= set(table.columns) and len(table) == 4
+    table = perplexity_table(rows)  # one scheme: the two axes become the table's columns
+    assert {"weight", "act"} <= set(table.columns) and len(table.rows) == 4
 
 
 def test_save_then_evaluate_the_checkpoint_without_calibration(tmp_path):

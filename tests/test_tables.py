@@ -1,55 +1,96 @@
+import subprocess
+import sys
+from pathlib import Path
+
 from fptq.results import ResultStore
-from fptq.tables import latest, load_results, ppl_table, to_markdown
+from fptq.tables import latest, method_name, perplexity_table, sort_rows, varying_settings
 
-GOLDEN = """| model | scheme | weight | act | wikitext2 ppl | wikitext2 Δfp | wikitext2 windows | quantize s | act layers |
-|---|---|---|---|---|---|---|---|---|
-| m | fp | none | none | 20.0 |  | 40 |  |  |
-| m | w4a8_fptq | int4_g128 | fptq | 21.5 | 1.5 | 40 | 95.2 | lae_static=2 per_tensor_static=5 |
-"""
+ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 
 
-def test_table_from_store_matches_golden(tmp_path):
-    store = ResultStore(str(tmp_path))
-    base = dict(experiment="e", model="m", overrides="", windows_wikitext2=40, fp_ppl_wikitext2=20.0)
-    store.append(
-        dict(base, scheme="w4a8_fptq", ppl_wikitext2=99.0, finished_at="2026-01-01T00:00:00", quantize_s=1.0)
-    )
-    store.append(
+def test_latest_keeps_the_newest_row_per_job():
+    rows = [
+        dict(job_key="a", finished_at="2026-01-01", ppl=1),
+        dict(job_key="a", finished_at="2026-01-02", ppl=2),
+        dict(model="m", scheme="s", overrides="x", finished_at="2026-01-01", ppl=3),  # legacy, no key
+        dict(model="m", scheme="s", overrides="x", finished_at="2026-01-03", ppl=4),
+    ]
+    assert sorted(r["ppl"] for r in latest(rows)) == [2, 4]
+
+
+def test_varying_settings_are_those_that_split_a_method():
+    rows = [
+        dict(model="m", scheme="fp", weight="none", v0=None),
+        dict(model="m", scheme="w4a8_fptq", weight="int4_g128", v0=15.0, group_size=128),
+        dict(model="m", scheme="w4a8_fptq", weight="int4_g128", v0=5.0, group_size=128),
+    ]
+    assert varying_settings(rows) == ["v0"]  # weight differs only between methods
+    assert [r["v0"] for r in sort_rows(rows, ["v0"])] == [None, 5.0, 15.0]  # fp first, then by v0
+    assert [method_name(r) for r in rows[:2]] == ["FP", "FPTQ W4A8"]
+
+
+def test_perplexity_table_gap_is_signed_against_fp():
+    rows = [
         dict(
-            base,
-            scheme="fp",
-            weight="none",
-            act="none",
-            ppl_wikitext2=20.0,
-            finished_at="2026-01-01T00:00:01",
-        )
-    )
-    store.append(
-        dict(
-            base,
-            scheme="w4a8_fptq",
-            weight="int4_g128",
-            act="fptq",
+            model="m",
+            scheme="w4a8_rtn",
             ppl_wikitext2=21.5,
-            finished_at="2026-01-02T00:00:00",
-            quantize_s=95.21,
-            n_lae_static=2,
-            n_per_tensor_static=5,
+            fp_ppl_wikitext2=20.0,
+            windows_wikitext2=40,
+            seqlen=2048,
         )
+    ]
+    t = perplexity_table(rows)
+    assert t.columns == ["model", "method", "WikiText-2", "WikiText-2 vs FP"]
+    assert t.rows == [["m", "RTN W4A8", "21.50", "+1.50"]]
+
+
+def test_analysis_scripts_run_on_a_store(tmp_path):
+    store = ResultStore(str(tmp_path))
+    for i, (v0, v1) in enumerate([(5, 150), (15, 150), (5, 500), (15, 500)]):
+        store.put(
+            f"k{i}",
+            dict(
+                experiment="ablation_v0v1",
+                model="m",
+                scheme="w4a8_fptq",
+                v0=v0,
+                v1=v1,
+                ppl_wikitext2=10.0 + i,
+            ),
+        )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ANALYSIS / "tables.py"),
+            "--results",
+            str(tmp_path),
+            "--experiment",
+            "ablation_v0v1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| 15 | 11.00 | 13.00 |" in out
+    subprocess.run(
+        [
+            sys.executable,
+            str(ANALYSIS / "plot_v0v1.py"),
+            "--results",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "hm"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    store.append(
-        dict(base, experiment="other", scheme="x", ppl_wikitext2=1.0, finished_at="2026-01-03T00:00:00")
-    )
-    df = latest(load_results(str(tmp_path), "e"))
-    table = ppl_table(df.sort_values("scheme"), sets=["wikitext2"])
-    assert to_markdown(table) == GOLDEN
+    assert (tmp_path / "hm.png").is_file() and (tmp_path / "hm.pdf").is_file()
 
 
 def test_layer_report_script(tmp_path):
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
     rep = {
         "layers": [
@@ -78,7 +119,7 @@ def test_layer_report_script(tmp_path):
     }
     f = tmp_path / "quant_report.json"
     f.write_text(json.dumps(rep))
-    script = Path(__file__).resolve().parents[1] / "analysis" / "layer_report.py"
+    script = ANALYSIS / "layer_report.py"
     out = subprocess.run(
         [sys.executable, str(script), str(f)], capture_output=True, text=True, check=True
     ).stdout

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from fptq.data import DataSpec, shared_data_root
 from fptq.files import read_jsonl
@@ -163,19 +163,37 @@ class LocalTask:
     yaml: str  # lm-eval task YAML, relative to lm_eval/tasks
     split: str  # the split lm-eval evaluates (named as in the YAML)
     convert: Callable[[Path], List[dict]]
+    files: Tuple[str, ...]  # the local files it reads, relative to the task data folder
 
 
 LOCAL_TASKS: Dict[str, LocalTask] = {
-    "piqa": LocalTask("piqa/piqa.yaml", "validation", _piqa),
-    "arc_easy": LocalTask("arc/arc_easy.yaml", "test", _arc("arc_easy")),
-    "arc_challenge": LocalTask("arc/arc_challenge.yaml", "test", _arc("arc_challenge")),
-    "hellaswag": LocalTask("hellaswag/hellaswag.yaml", "validation", _hellaswag),
-    "winogrande": LocalTask("winogrande/default.yaml", "validation", _winogrande),
-    "boolq": LocalTask("super_glue/boolq/default.yaml", "validation", _boolq),
-    "openbookqa": LocalTask("openbookqa/openbookqa.yaml", "test", _openbookqa),
-    "lambada_openai": LocalTask("lambada/lambada_openai.yaml", "test", _lambada),
+    "piqa": LocalTask("piqa/piqa.yaml", "validation", _piqa, ("piqa/valid.jsonl", "piqa/valid-labels.lst")),
+    "arc_easy": LocalTask("arc/arc_easy.yaml", "test", _arc("arc_easy"), ("zeroshot/arc_easy.jsonl",)),
+    "arc_challenge": LocalTask(
+        "arc/arc_challenge.yaml", "test", _arc("arc_challenge"), ("zeroshot/arc_challenge.jsonl",)
+    ),
+    "hellaswag": LocalTask(
+        "hellaswag/hellaswag.yaml", "validation", _hellaswag, ("zeroshot/hellaswag.jsonl",)
+    ),
+    "winogrande": LocalTask(
+        "winogrande/default.yaml", "validation", _winogrande, ("zeroshot/winogrande.jsonl",)
+    ),
+    "boolq": LocalTask("super_glue/boolq/default.yaml", "validation", _boolq, ("zeroshot/boolq.jsonl",)),
+    "openbookqa": LocalTask(
+        "openbookqa/openbookqa.yaml", "test", _openbookqa, ("zeroshot/openbookqa.jsonl",)
+    ),
+    "lambada_openai": LocalTask(
+        "lambada/lambada_openai.yaml", "test", _lambada, ("zeroshot/lambada_openai.jsonl",)
+    ),
 }
 KNOWN_TASKS = tuple(LOCAL_TASKS) + ("mmlu",)
+
+
+def task_files(name: str, root: Path) -> List[str]:
+    """The local files task `name` reads, relative to the task data folder `root`."""
+    if name == "mmlu":
+        return sorted(p.relative_to(root).as_posix() for p in (root / "mmlu").glob("*/*.csv"))
+    return list(LOCAL_TASKS[name].files)
 
 
 def check_tasks(names) -> None:

@@ -1,0 +1,30 @@
+"""A Hydra callback for the study tests: make one job of a sweep fail once, in the middle of its
+work (after loading and the fp baseline, when quantization starts), by raising or by SIGKILL.
+Used as `+hydra.callbacks.fault._target_=study_faults.FailOnce` with tests/ on PYTHONPATH."""
+
+import os
+import signal
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class FailOnce(Callback):
+    def __init__(self, scheme: str, marker: str, mode: str = "raise"):
+        self.scheme, self.marker, self.mode = scheme, Path(marker), mode
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if config.quant.name != self.scheme or self.marker.exists():
+            return
+        self.marker.write_text("failed once")
+        import fptq.runner as runner
+
+        original = runner.quantize
+
+        def quantize(*args, **kw):
+            runner.quantize = original  # once per process
+            if self.mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("injected failure in quantize")
+
+        runner.quantize = quantize
