@@ -3,10 +3,12 @@
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fptq.config import register_configs, to_run_spec
@@ -34,16 +36,25 @@ CONF_DIR = conf_dir()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    spec = to_run_spec(cfg)  # fails here, before any work, on a bad value
+    hc = HydraConfig.get()
+    try:
+        spec = to_run_spec(cfg)  # fails here, before any work, on a bad value
+    except ValueError as e:
+        _user_error(e, hc)
+    from fptq.checkpoint import CheckpointError
+    from fptq.files import DataError
+    from fptq.preflight import PreflightError
     from fptq.record import format_table
     from fptq.runner import run
 
-    hc = HydraConfig.get()
     out_dir = hc.runtime.output_dir
     config = OmegaConf.to_container(cfg, resolve=True)
     overrides = " ".join(hc.overrides.task)
     log.info("run %s/%s -> %s", spec.model.name, spec.quant.name, out_dir)
-    result = run(spec, out_dir, config, overrides)
+    try:
+        result = run(spec, out_dir, config, overrides)
+    except (PreflightError, CheckpointError, DataError) as e:
+        _user_error(e, hc)
     if result.get("skipped"):
         return
     table = format_table(result)
@@ -54,6 +65,15 @@ def main(cfg: DictConfig) -> None:
         spec.paths.results_dir,
         result["job_key"],
     )
+
+
+def _user_error(e: Exception, hc) -> None:
+    """A problem with the user's input, not a bug: the message without a traceback (exit 2). In a
+    sweep, re-raised: the launcher records the job as failed and runs the others."""
+    if hc.mode == RunMode.MULTIRUN:
+        raise e
+    log.error("%s", e)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from fptq.calibration import PROPAGATE
-from fptq.files import read_jsonl, read_text
+from fptq.files import DataError, read_jsonl, read_text
 from fptq.hub import SOURCES, use_hub
 from fptq.identity import source_tree
 
@@ -101,7 +101,7 @@ def shared_data_root(spec: DataSpec) -> Optional[Path]:
 def local_file(name: str, spec: DataSpec) -> Path:
     explicit = getattr(spec, name)
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).expanduser().absolute()
     else:
         root = shared_data_root(spec)
         if root is None:
@@ -189,7 +189,7 @@ def calibration_ids(
     if calib.source == "wikitext2":
         ids = tokenizer(_wikitext2(spec), add_special_tokens=False).input_ids
         if len(ids) <= calib.seqlen + 1:
-            raise ValueError(
+            raise DataError(
                 f"calibration on wikitext2: the text has {len(ids)} tokens, too short for crops of "
                 f"calib.seqlen={calib.seqlen}; lower calib.seqlen or use a longer file"
             )
@@ -197,7 +197,7 @@ def calibration_ids(
         return torch.tensor([ids[s : s + calib.seqlen] for s in starts], dtype=torch.long)
     docs = _c4_docs(spec, "train")
     if not docs:
-        raise ValueError("calibration on c4: the C4 train file has no documents")
+        raise DataError("calibration on c4: the C4 train file has no documents")
     out = []
     for _ in range(calib.n_samples):  # GPTQ's get_c4: a random document longer than seqlen, a random crop
         for _attempt in range(1000):
@@ -205,7 +205,7 @@ def calibration_ids(
             if len(enc) > calib.seqlen:
                 break
         else:
-            raise ValueError(
+            raise DataError(
                 f"calibration on c4: no document among 1000 drawn from the {len(docs)} in the C4 train "
                 f"file is longer than calib.seqlen={calib.seqlen} tokens; lower calib.seqlen or use a "
                 "file with longer documents"

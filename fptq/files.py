@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 
+class DataError(ValueError):
+    """A data file or data set that cannot serve the job (named, with what was expected)."""
+
+
 def read_jsonl(path: Path, field: Optional[str] = None, limit: Optional[int] = None) -> List[dict]:
     """One JSON object per non-blank line; with `field`, each must have that string field. A bad
     line is an error naming the file, the line and what was expected. `limit`: stop after n."""
@@ -18,7 +22,7 @@ def read_jsonl(path: Path, field: Optional[str] = None, limit: Optional[int] = N
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{i}: not UTF-8 text ({e.reason} at byte {e.start} of the line); "
                     "expected one JSON object per line"
                 ) from None
@@ -27,12 +31,12 @@ def read_jsonl(path: Path, field: Optional[str] = None, limit: Optional[int] = N
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{i}: expected one JSON object per line ({e.msg} at column {e.colno})"
                 ) from None
             if field is not None and not (isinstance(obj, dict) and isinstance(obj.get(field), str)):
                 got = f"keys {sorted(obj)}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-                raise ValueError(
+                raise DataError(
                     f"{path}:{i}: expected a JSON object with a string field {field!r}, got {got}"
                 )
             out.append(obj)
@@ -52,7 +56,7 @@ def read_text(path: Path, expected: str = "text", limit: Optional[int] = None) -
         if limit is not None and e.start >= len(data) - 4:  # a character cut by the limit
             return data[: e.start].decode("utf-8")
         line = data[: e.start].count(b"\n") + 1
-        raise ValueError(
+        raise DataError(
             f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); expected {expected}"
         ) from None
 

@@ -1,4 +1,4 @@
-"""One run as named steps: load -> baseline -> quantize -> evaluate -> record.
+"""One run as named steps: resume -> preflight -> load -> baseline -> quantize -> evaluate -> record.
 
 `run` takes a validated `RunSpec`; each step is a function of it. Everything a finished run
 produces goes through `record`: result.json, quant_report.json, one results-store row, W&B.
@@ -250,22 +250,9 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
     t_start = time.perf_counter()
     device = resolve_device(spec.device)
     key, parts = job_key(spec, device.type)
-    store = ResultStore(spec.paths.results_dir)
-    if spec.resume and (done := store.get(key)) is not None:
-        log.info(
-            "skip %s/%s: job %s already has a row (finished %s, output %s); resume=false runs it again",
-            spec.model.name,
-            spec.quant.name,
-            key,
-            done.get("finished_at"),
-            done.get("output_dir"),
-        )
+    done = resume(spec, key, parts)
+    if done is not None:
         return {"skipped": True, "job_key": key, "row": done}
-    _log_other_versions(store, key, parts)
-    if spec.calib.seed is not None and spec.calib.seed != spec.seed:
-        log.warning(
-            "calib.seed=%d is set: seed=%d does not change the calibration crops", spec.calib.seed, spec.seed
-        )
     torch.manual_seed(spec.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,7 +301,21 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         logger.finish()
 
 
-def _log_other_versions(store: ResultStore, key: str, parts: Dict[str, Any]) -> None:
+def resume(spec: RunSpec, key: str, parts: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The store's row for this job if it is done and spec.resume (then the job is skipped), else
+    None, after saying what the coming run replaces or differs from."""
+    store = ResultStore(spec.paths.results_dir)
+    done = store.get(key)
+    if done is not None and spec.resume:
+        log.info(
+            "skip %s/%s: job %s already has a row (finished %s, output %s); resume=false runs it again",
+            spec.model.name,
+            spec.quant.name,
+            key,
+            done.get("finished_at"),
+            done.get("output_dir"),
+        )
+        return done
     old = [r for r in store.read() if r.get("config_key") == parts["config_key"] and r.get("job_key") != key]
     if old:
         log.info(
@@ -322,3 +323,8 @@ def _log_other_versions(store: ResultStore, key: str, parts: Dict[str, Any]) -> 
             ", ".join(sorted({str(r.get("code_version")) for r in old})),
             parts["code_version"],
         )
+    if spec.calib.seed is not None and spec.calib.seed != spec.seed:
+        log.warning(
+            "calib.seed=%d is set: seed=%d does not change the calibration crops", spec.calib.seed, spec.seed
+        )
+    return None

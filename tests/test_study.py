@@ -136,3 +136,4 @@ def test_bad_group_size_fails_before_loading(tmp_path):
     out = fptq_run(["quant.weight.group_size=4096", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path, ok=False)
     assert "group_size=4096 is wider than" in out and "use a group size <= 128" in out
     assert "fp wikitext2" not in out and not rows(tmp_path)  # no baseline, no calibration, no row
+    assert "Traceback" not in out  # the user's input, not a bug: the message alone (exit 2)

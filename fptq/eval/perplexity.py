@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fptq.files import DataError
+
 
 @dataclass
 class PerplexityResult:
@@ -50,7 +52,7 @@ def _windows(ids: torch.Tensor, seqlen: int, max_windows: Optional[int]):
     """(windows in the stream, windows evaluated)."""
     total = ids.numel() // seqlen
     if total == 0:
-        raise ValueError(f"the evaluation text has {ids.numel()} tokens, fewer than one window of {seqlen}")
+        raise DataError(f"the evaluation text has {ids.numel()} tokens, fewer than one window of {seqlen}")
     return total, total if max_windows is None else min(total, max_windows)
 
 
