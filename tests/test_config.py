@@ -137,3 +137,39 @@ def test_unknown_option_lists_available(group, bad):
     with pytest.raises(ConfigCompositionException) as e:
         _compose([f"{group}={bad}"])
     assert "Available options" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "launcher, target, fields",
+    [
+        (
+            "slurm",
+            "SlurmLauncher",
+            {
+                "partition": "gpu",
+                "gpus_per_node": 2,
+                "timeout_min": 720,
+                "mem_gb": 80,
+                "array_parallelism": 4,
+            },
+        ),
+        ("local", "LocalLauncher", {"gpus_per_node": 1, "timeout_min": 30}),
+    ],
+)
+def test_launcher_presets_compose_and_every_field_overrides(launcher, target, fields):
+    overrides = [f"hydra/launcher={launcher}", *[f"hydra.launcher.{k}={v}" for k, v in fields.items()]]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    lc = cfg.hydra.launcher
+    assert lc._target_.endswith(target)
+    assert {k: lc[k] for k in fields} == fields
+
+
+def test_run_folders_carry_a_random_id():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        a = compose(config_name="config", return_hydra_config=True)
+        b = compose(config_name="config", return_hydra_config=True)
+    da, db = str(a.hydra.run.dir), str(b.hydra.run.dir)
+    ida, idb = da.rsplit("_", 1)[1], db.rsplit("_", 1)[1]
+    assert ida != idb and len(ida) == 6 and int(ida, 16) >= 0  # two launches, two ids
+    assert str(a.hydra.sweep.dir).rsplit("_", 1)[1] == da.rsplit("_", 1)[1]  # one id per launch
