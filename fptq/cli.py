@@ -1,10 +1,12 @@
 """`fptq-run`: the Hydra application. Composes conf/, validates it, runs one job per config."""
 
 import importlib.util
+import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -56,15 +58,27 @@ def main(cfg: DictConfig) -> None:
     except (PreflightError, CheckpointError, DataError) as e:
         _user_error(e, hc)
     if result.get("skipped"):
-        return
+        result = _recorded_result(result["row"])
+        if result is None:
+            return
     table = format_table(result)
     print("\n" + table + "\n", flush=True)
     log.info(
         "result: %s (store: %s, job %s)",
-        os.path.join(out_dir, "result.json"),
+        os.path.join(result["output_dir"], "result.json"),
         spec.paths.results_dir,
-        result["job_key"],
+        result.get("job_key"),
     )
+
+
+def _recorded_result(row) -> Optional[dict]:
+    """A skipped job's result document (its run folder's result.json), to print its table again."""
+    f = Path(str(row.get("output_dir"))) / "result.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        log.info("(the run folder of that row, %s, is gone: see its row in the store)", f.parent)
+        return None
 
 
 def _user_error(e: Exception, hc) -> None:

@@ -2,6 +2,7 @@
 fp-baseline cache key, and a submitit_local sweep. End to end through fptq-run on tiny-llama."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def test_resume_skips_finished_jobs_and_reruns_the_failed_one(tmp_path):
 
     out = fptq_run([*sweep], tmp_path)  # all done: every job skipped, no duplicate row
     assert out.count("skip tiny-llama/") == 3 and len(rows(tmp_path)) == 3
+    assert len(re.findall(r"tiny-llama\s+w4a8_rtn\s+wikitext2", out)) == 1  # skipped: its recorded table
 
     fptq_run(["quant=w8a8_rtn", "resume=false", f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
     again = {r["scheme"]: r for r in rows(tmp_path)}
