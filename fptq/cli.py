@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
     log.info("run %s/%s -> %s", spec.model.name, spec.quant.name, out_dir)
     try:
         result = run(spec, out_dir, config, overrides)
-    except (PreflightError, CheckpointError, DataError) as e:
+    except (PreflightError, CheckpointError, DataError, FileExistsError) as e:  # FileExistsError: save.dir
         _user_error(e, hc)
     if result.get("skipped"):
         result = _recorded_result(result["row"])

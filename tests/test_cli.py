@@ -142,14 +142,18 @@ def test_checkpoint_with_another_scheme_fails_before_loading(tmp_path):
     proc = _run_fail(
         ["model=saved", f"model.path={tmp_path / 'a' / 'checkpoint'}", "quant=w8a8_rtn"], tmp_path
     )
-    assert "weight.bits: checkpoint 4, run 8" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "weight.bits: checkpoint 4, run 8" in out and "Traceback" not in out
 
 
 def test_save_into_a_non_empty_folder_fails_before_quantizing(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("x")
     proc = _run_fail([f"save.dir={tmp_path / 'taken'}"], tmp_path)
-    assert "not empty" in proc.stderr and "quantize" not in proc.stderr.split("not empty")[0][-2000:]
+    out = proc.stdout + proc.stderr
+    assert (
+        "not empty" in out and "quantize" not in out.split("not empty")[0][-2000:] and "Traceback" not in out
+    )
 
 
 def test_sequential_onloading_run_equals_eager(tmp_path):
