@@ -70,12 +70,11 @@ class CalibSpec:
             )
 
 
-def data_root_candidates(spec: DataSpec) -> List[Tuple[str, Path]]:
-    """Where the shared data folder is looked for, in order: data.root, $FPTQ_DATA_DIR, beside
-    the source checkout (../shared/data), then shared/data in the working folder or any parent."""
+def data_root_candidates() -> List[Tuple[str, Path]]:
+    """Where the shared data folder is looked for when data.root is not set, in order:
+    $FPTQ_DATA_DIR, beside the source checkout (../shared/data), then shared/data in the working
+    folder or any parent."""
     out: List[Tuple[str, Path]] = []
-    if spec.root:
-        out.append(("data.root", Path(spec.root).expanduser()))
     if os.environ.get("FPTQ_DATA_DIR"):
         out.append(("$FPTQ_DATA_DIR", Path(os.environ["FPTQ_DATA_DIR"]).expanduser()))
     checkout = source_tree()
@@ -92,7 +91,7 @@ def shared_data_root(spec: DataSpec) -> Optional[Path]:
         if not root.is_dir():
             raise FileNotFoundError(f"data.root={spec.root!r} is not a folder")
         return root
-    for _why, c in data_root_candidates(spec):
+    for _why, c in data_root_candidates():
         if c.is_dir():
             return c
     return None
@@ -105,7 +104,7 @@ def local_file(name: str, spec: DataSpec) -> Path:
     else:
         root = shared_data_root(spec)
         if root is None:
-            tried = ", ".join(f"{why} ({p})" for why, p in data_root_candidates(spec)[:3])
+            tried = ", ".join(f"{why} ({p})" for why, p in data_root_candidates()[:3])
             raise FileNotFoundError(
                 f"no local copy of {name}: set data.{name}=/path/to/{Path(LOCAL_FILES[name]).name} or "
                 f"data.root (or $FPTQ_DATA_DIR) to a folder laid out like shared/data. Looked: {tried}"

@@ -80,11 +80,9 @@ def data_identity(spec: RunSpec) -> Dict[str, Any]:
 
 
 def _tasks_identity(spec: RunSpec) -> Any:
-    from fptq.eval.tasks import task_data_root, task_files
+    from fptq.eval.tasks import task_data_root, task_files, tasks_from_hub
 
-    if spec.eval.task_source == "hub" or (
-        spec.eval.task_source == "auto" and use_hub(spec.data.source, "eval tasks")
-    ):
+    if tasks_from_hub(spec.eval.task_source, spec.data):
         return "hub"
     try:
         root = task_data_root(spec.data, spec.eval.task_data)

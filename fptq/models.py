@@ -223,17 +223,25 @@ def _save_fixed_tokenizer(tok, folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
 
 
-def _random_model(spec: ModelSpec):
+BYTE_VOCAB = 258  # byte_tokenizer(): 256 bytes + <s> + </s>
+
+
+def random_config(spec: ModelSpec):
+    """The transformers config of a source=random model (vocabulary: the byte tokenizer's)."""
     import transformers
 
     if not hasattr(transformers, spec.config_class):
         raise ValueError(f"model {spec.name!r}: unknown transformers config class {spec.config_class!r}")
+    kwargs = dict(spec.config)
+    kwargs.setdefault("vocab_size", BYTE_VOCAB)
+    return getattr(transformers, spec.config_class)(**kwargs)
+
+
+def _random_model(spec: ModelSpec):
     from transformers import AutoModelForCausalLM
 
     tok = byte_tokenizer()
-    kwargs = dict(spec.config)
-    kwargs.setdefault("vocab_size", tok.vocab_size_total)
-    config = getattr(transformers, spec.config_class)(**kwargs)
+    config = random_config(spec)
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec.dtype])
     return model, tok
@@ -252,5 +260,5 @@ def byte_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tk.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="</s>")
-    tok.vocab_size_total = 258
+    tok.vocab_size_total = BYTE_VOCAB
     return tok

@@ -11,14 +11,15 @@ records of its data files. All problems are reported together, each saying what 
 
 import fnmatch
 import logging
-import os
 from pathlib import Path
 from typing import Any, List, Optional
 
 import torch
 
+from fptq.eval.tasks import tasks_from_hub
 from fptq.files import read_jsonl, read_text
 from fptq.hub import hub_reachable, use_hub
+from fptq.models import random_config
 from fptq.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -49,30 +50,27 @@ def preflight(spec: RunSpec, device: torch.device) -> None:
 
 
 def backend_problems(spec: RunSpec, device: torch.device) -> List[str]:
+    """backend=triton: the device, and the scheme against the kernels' constraints (the same
+    checks set_backend makes per layer after quantization)."""
     if spec.backend != "triton":
         return []
-    from fptq.qlinear import KERNEL_GROUP_MULTIPLE, KERNEL_W_BITS
+    from fptq.qlinear import check_kernel_device, kernel_constraint_errors
 
     out = []
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        out.append(
-            f"backend=triton needs a CUDA device, this job runs on {device}: use backend=reference "
-            "(or TRITON_INTERPRET=1 for Triton's CPU interpreter, very slow)"
-        )
+    try:
+        check_kernel_device(device)
+    except RuntimeError as e:
+        out.append(str(e))
     w, a = spec.quant.weight, spec.quant.act
-    if w is None or w.bits not in KERNEL_W_BITS:
-        out.append(
-            f"backend=triton runs {'/'.join(map(str, KERNEL_W_BITS))}-bit integer weights; "
-            f"{spec.quant.name} has {w.bits if w else 16}-bit weights: use backend=reference"
-        )
-    elif w.granularity == "group" and w.group_size % KERNEL_GROUP_MULTIPLE:
-        out.append(
-            f"backend=triton needs a group size that is a multiple of {KERNEL_GROUP_MULTIPLE}, "
-            f"got quant.weight.group_size={w.group_size}"
-        )
-    if a is None or a.bits != 8:
-        out.append(f"backend=triton runs int8 activations; {spec.quant.name} has none: use backend=reference")
-    return out
+    errors = kernel_constraint_errors(
+        w.bits if w else 16,
+        a.bits if a else None,
+        w.group_size if w else 0,
+        per_channel=w is None or w.granularity == "channel",
+    )
+    return out + [
+        f"backend=triton {e} (quant={spec.quant.name}); backend=reference runs any scheme" for e in errors
+    ]
 
 
 # ---- model ----------------------------------------------------------------------------------------
@@ -84,14 +82,7 @@ def model_config(spec: RunSpec, problems: List[str]) -> Optional[Any]:
     m = spec.model
     try:
         if m.source == "random":
-            import transformers
-
-            if not hasattr(transformers, m.config_class):
-                problems.append(f"model.config_class={m.config_class!r} is not a transformers config class")
-                return None
-            kwargs = dict(m.config)
-            kwargs.setdefault("vocab_size", 258)
-            return getattr(transformers, m.config_class)(**kwargs)
+            return random_config(m)
         if m.source == "quantized":
             from fptq.checkpoint import read_quantization_config
 
@@ -123,19 +114,17 @@ def model_config(spec: RunSpec, problems: List[str]) -> Optional[Any]:
             f"local copy was given; download {m.hf_id!r} elsewhere and pass model.path=/its/folder"
         )
     except (OSError, ValueError, ModuleNotFoundError) as e:
-        problems.append(f"model {m.name!r}: {e}")
+        msg = str(e)
+        problems.append(msg if msg.startswith(f"model {m.name!r}") else f"model {m.name!r}: {msg}")
     return None
 
 
 def layer_problems(spec: RunSpec, config) -> List[str]:
     """Architecture mapping and group size against every quantized linear's input width."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
     from fptq.arch import ARCHS
+    from fptq.onload import empty_model
 
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config)
+    model = empty_model(config, torch.float32)
     arch_name = type(model).__name__
     if arch_name not in ARCHS and spec.quant.on_unknown_arch == "error" and not spec.quant.is_float:
         return [
@@ -194,7 +183,7 @@ def task_problems(spec: RunSpec) -> List[str]:
     from fptq.eval.tasks import task_data_root, task_files
 
     e = spec.eval
-    if e.task_source == "hub" or (e.task_source == "auto" and use_hub(spec.data.source, "eval tasks")):
+    if tasks_from_hub(e.task_source, spec.data):
         return []
     try:
         root = task_data_root(spec.data, e.task_data)

@@ -14,7 +14,7 @@ Weight-free schemes (w_bits=16, activation quantization only) keep a float `weig
 """
 
 import os
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -231,19 +231,35 @@ class QuantLinear(nn.Module):
         )
 
 
+def kernel_constraint_errors(
+    w_bits: int, act_bits: Optional[int], group_size: int, per_channel: bool, float_zero: bool = False
+) -> List[str]:
+    """Every reason the triton kernels cannot run a layer of this shape of scheme (act_bits None:
+    weight-only). Used per layer by set_backend and per scheme by fptq.preflight."""
+    out = []
+    if w_bits not in KERNEL_W_BITS:
+        out.append(f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={w_bits}")
+    if float_zero:
+        out.append("float zero points run on backend=reference only")
+    if act_bits is None:
+        out.append("runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference")
+    elif act_bits != 8:
+        out.append(f"needs int8 activations, got {act_bits}-bit")
+    if not per_channel and group_size % KERNEL_GROUP_MULTIPLE:
+        out.append(f"needs a group size that is a multiple of {KERNEL_GROUP_MULTIPLE}, got {group_size}")
+    return out
+
+
 def kernel_support_error(layer: QuantLinear) -> Optional[str]:
     """Why the triton kernels cannot run this layer, or None if they can."""
-    if not layer.is_packed or layer.w_bits not in KERNEL_W_BITS:
-        return f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={layer.w_bits}"
-    if layer.w_zero is not None and layer.w_zero.is_floating_point():
-        return "float zero points run on backend=reference only"
-    if layer.act_mode == ActQuant.NONE:
-        return "runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference"
-    if layer.act_bits != 8:
-        return f"needs int8 activations, got {layer.act_bits}-bit"
-    if not layer.layout.per_channel and layer.group_size % KERNEL_GROUP_MULTIPLE:
-        return f"needs a group size that is a multiple of {KERNEL_GROUP_MULTIPLE}, got {layer.group_size}"
-    return None
+    errors = kernel_constraint_errors(
+        layer.w_bits if layer.is_packed else 16,
+        None if layer.act_mode == ActQuant.NONE else layer.act_bits,
+        layer.group_size,
+        layer.layout.per_channel,
+        float_zero=layer.w_zero is not None and layer.w_zero.is_floating_point(),
+    )
+    return errors[0] if errors else None
 
 
 def check_kernel_device(device: torch.device) -> None:

@@ -67,5 +67,8 @@ class QuantReport:
         mem = {k[4:]: v for k, v in d.get("summary", {}).items() if k.startswith("mem_")}
         return cls(d["scheme"], layers, d.get("summary", {}).get("quantize_seconds", 0.0), mem)
 
+    def to_dict(self) -> Dict:
+        return {"scheme": self.scheme, "summary": self.summary(), "layers": self.rows()}
+
     def to_json(self) -> str:
-        return json.dumps({"scheme": self.scheme, "summary": self.summary(), "layers": self.rows()}, indent=1)
+        return json.dumps(self.to_dict(), indent=1)

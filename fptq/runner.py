@@ -4,7 +4,6 @@
 produces goes through `record`: result.json, quant_report.json, one results-store row, W&B.
 """
 
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -224,7 +223,7 @@ def record(spec: RunSpec, out: Path, result: Dict[str, Any], report: Optional[Qu
     """Write result.json and quant_report.json (atomic), the job's store row with its layer report,
     and the W&B summary. The row goes last: a job killed before it leaves no row and reruns."""
     write_json_atomic(out / "result.json", result)
-    layers = json.loads(report.to_json()) if report is not None else None
+    layers = report.to_dict() if report is not None else None
     if layers is not None:
         write_json_atomic(out / "quant_report.json", layers)
     ResultStore(spec.paths.results_dir).put(result["job_key"], store_row(result, spec), layers)

@@ -90,8 +90,7 @@ def experiment_report(
     ):
         if table is not None:
             tables[name] = table
-    ref = _reference_fptq_row(store, rows)
-    report = store.layers(ref) if ref else None
+    ref, report = _reference_fptq_row(store, rows)
     if report is not None:
         tables["layers"] = layer_table(
             report, f"Per-layer activation ranges and strategies ({ref['model']}, {ref['scheme']})"
@@ -132,15 +131,18 @@ def experiment_report(
     return files, tables
 
 
-def _reference_fptq_row(store: ResultStore, rows) -> Optional[Dict[str, Any]]:
-    """The row whose layer report the act-range figure shows: FPTQ's layerwise strategy, the
-    paper's thresholds if present, with a layer report available."""
+def _reference_fptq_row(
+    store: ResultStore, rows
+) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """The row whose layer report the act-range figure shows (FPTQ's layerwise strategy, the
+    paper's thresholds if present, with a layer report available), and that report."""
     cands = [r for r in rows if r.get("act_strategy") == "fptq"]
     cands.sort(key=lambda r: (r.get("scheme") != "w4a8_fptq", (r.get("v0"), r.get("v1")) != (15.0, 150.0)))
     for r in cands:
-        if store.layers(r) is not None:
-            return r
-    return None
+        report = store.layers(r)
+        if report is not None:
+            return r, report
+    return None, None
 
 
 def _experiment_index(exp, rows, settings, tables, figures, ref) -> str:

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from fptq.data import DataSpec, shared_data_root
 from fptq.files import read_jsonl
+from fptq.hub import use_hub
 
 COMMONSENSE = ("piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "boolq", "openbookqa")
 MMLU_CATEGORIES = {
@@ -283,6 +284,12 @@ def build_local_task_configs(
         files = {t.split: _write_jsonl(t.convert(data_root), cache, name)}
         configs[name] = _local_config(cfg, files, t.split)
     return configs
+
+
+def tasks_from_hub(task_source: str, data_spec: DataSpec) -> bool:
+    """lm-eval tasks from the hub (True) or the local task data (False): eval.task_source wins;
+    "auto" follows data.source (which may itself be auto)."""
+    return use_hub(task_source if task_source != "auto" else data_spec.source, "lm-eval tasks")
 
 
 def task_data_root(spec: DataSpec, explicit: Optional[str]) -> Path:

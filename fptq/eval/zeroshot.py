@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from fptq.data import DataSpec
-from fptq.eval.tasks import COMMONSENSE, build_local_task_configs, check_tasks, mmlu_subjects, task_data_root
-from fptq.hub import use_hub
+from fptq.eval.tasks import (
+    COMMONSENSE,
+    build_local_task_configs,
+    check_tasks,
+    mmlu_subjects,
+    task_data_root,
+    tasks_from_hub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,7 @@ def evaluate_tasks(
 
     t0 = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    # eval.task_source wins; "auto" follows data.source (which may itself be auto)
-    from_hub = use_hub(source if source != "auto" else data_spec.source, "lm-eval tasks")
+    from_hub = tasks_from_hub(source, data_spec)
 
     def tasks_for(subset: List[str]):
         """Hub: lm-eval's own task names; local: its YAMLs over converted local files."""
