@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fptq.granularity import resolve  # noqa: E402
-from fptq.primitives import quantize_weight  # noqa: E402
+from fptq.primitives import Grid, quantize_weight  # noqa: E402
 from fptq.qlinear import QuantLinear, set_backend  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def to_w4a8(model, granularity: str):
                 layout = resolve(
                     "channel" if per_channel else "group", 0 if per_channel else int(granularity), K
                 )
-                q, s, z = quantize_weight(lin.weight.float(), 4, layout, True)
+                q, s, z = quantize_weight(lin.weight.float(), Grid(4, True), layout)
                 ql = QuantLinear.from_codes(
                     q,
                     s,

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fptq.granularity import GroupLayout  # noqa: E402
 from fptq.kernels.reference import gemm_ref, pack_weight  # noqa: E402
-from fptq.primitives import quantize_act_per_token, quantize_weight  # noqa: E402
+from fptq.primitives import Grid, quantize_act_per_token, quantize_weight  # noqa: E402
 
 LLAMA2_7B = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
 LLAMA2_70B = [(8192, 28672)]
@@ -56,7 +56,7 @@ def run(ms, shapes, device, interpret, check=True):
         packs = {}
         for name, bits, group in [("w8a8", 8, K), ("w4a8_ch", 4, K), ("w4a8_g128", 4, 128)]:
             layout = GroupLayout(K, group)  # group K: per output channel
-            q, s, z = quantize_weight(W, bits, layout, True)
+            q, s, z = quantize_weight(W, Grid(bits, True), layout)
             packs[name] = pack_weight(q, s, z, bits, layout.group_size)
         Wb = W.to(dt)
         w8 = packs["w8a8"].data.T.contiguous()  # (N, K) int8 for torch._int_mm's (K, N) view

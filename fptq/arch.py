@@ -6,7 +6,7 @@ to one decoder block.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch.nn as nn
 
@@ -41,6 +41,9 @@ class ArchSpec:
     fold_requires: Tuple[Tuple[str, object], ...] = ()
     # the norm between the last block and the head (block-by-block evaluation runs it, then the head)
     final_norm: str = "model.norm"
+    # a block's linears in forward order, as groups that read the same input tensor (true-sequential
+    # calibration re-collects each group's statistics with the groups before it quantized)
+    sequential: Tuple[Tuple[str, ...], ...] = ()
 
     def can_fold(self, config) -> bool:
         return all(getattr(config, k, v) == v for k, v in self.fold_requires)
@@ -48,12 +51,29 @@ class ArchSpec:
     def norm_groups(self) -> Tuple[FoldGroup, ...]:
         return tuple(g for g in self.groups if g.norm_fed)
 
+    def sequential_subsets(self, linears) -> List[List[str]]:
+        """The block's linear names split into `sequential` order; any name the mapping does not
+        list goes last."""
+        names = list(linears)
+        out = [[n for n in group if n in linears] for group in self.sequential]
+        listed = {n for group in out for n in group}
+        rest = [n for n in names if n not in listed]
+        return [g for g in out + [rest] if g]
+
     def group_of(self, linear: str):
         """The norm-fed group feeding `linear` (block-relative name), or None."""
         for g in self.norm_groups():
             if linear in g.linears:
                 return g
         return None
+
+
+_ATTN_MLP = (
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ("self_attn.o_proj",),
+    ("mlp.gate_proj", "mlp.up_proj"),
+    ("mlp.down_proj",),
+)
 
 
 def _llama_like(norm_kind: str) -> ArchSpec:
@@ -68,6 +88,7 @@ def _llama_like(norm_kind: str) -> ArchSpec:
         ),
         k_proj="self_attn.k_proj",
         v_proj="self_attn.v_proj",
+        sequential=_ATTN_MLP,
     )
 
 
@@ -83,6 +104,12 @@ _OPT = ArchSpec(
     v_proj="self_attn.v_proj",
     fold_requires=(("do_layer_norm_before", True),),
     final_norm="model.decoder.final_layer_norm",
+    sequential=(
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        ("self_attn.out_proj",),
+        ("fc1",),
+        ("fc2",),
+    ),
 )
 
 _BLOOM = ArchSpec(
@@ -93,6 +120,12 @@ _BLOOM = ArchSpec(
     ),
     fold_requires=(("apply_residual_connection_post_layernorm", False),),
     final_norm="transformer.ln_f",
+    sequential=(
+        ("self_attention.query_key_value",),
+        ("self_attention.dense",),
+        ("mlp.dense_h_to_4h",),
+        ("mlp.dense_4h_to_h",),
+    ),
 )
 
 ARCHS: Dict[str, ArchSpec] = {

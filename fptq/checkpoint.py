@@ -72,6 +72,7 @@ def layer_config(ql: QuantLinear) -> Dict[str, Any]:
         "scale_dtype": None if ql.w_scale is None else _dtype_name(ql.w_scale.dtype),
         "act": ql.act_mode.value,
         "act_bits": ql.act_bits,
+        "act_rule": ql.act_rule,
         "act_scale": None if ql.act_scale is None else float(ql.act_scale),
         "bias": ql.bias is not None,
     }
@@ -284,6 +285,7 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
                 dtype=dtype,
                 act_mode=ActQuant(lc["act"]),
                 act_bits=lc["act_bits"],
+                act_rule=lc.get("act_rule", "max"),  # saved before the option existed: max
                 device="meta",
             ),
         )

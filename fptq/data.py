@@ -21,10 +21,11 @@ from fptq.identity import source_tree
 log = logging.getLogger(__name__)
 
 EVAL_SETS = ("wikitext2", "ptb", "c4")
-CALIB_SOURCES = ("c4", "wikitext2", "random")
+CALIB_SOURCES = ("c4", "wikitext2_train", "wikitext2", "random")
 # file names inside the shared data folder (see its README)
 LOCAL_FILES = {
     "wikitext2": "wikitext2/wikitext2_raw_test.txt",
+    "wikitext2_train": "wikitext2/wikitext2_raw_train.txt",
     "ptb": "ptb/ptb.test.txt",
     "c4": "c4/c4_validation_head.jsonl",
     "c4_train": "c4/c4_train_head.jsonl",
@@ -42,6 +43,7 @@ class DataSpec:
     ptb: Optional[str] = None
     c4: Optional[str] = None
     c4_train: Optional[str] = None
+    wikitext2_train: Optional[str] = None  # calibration only (calib.source=wikitext2_train)
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -50,7 +52,9 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class CalibSpec:
-    source: str = "c4"  # c4 (train crops, GPTQ style) | wikitext2 (test-set crops, debugging) | random tokens
+    # c4 (train crops, GPTQ style) | wikitext2_train (GPTQ's other calibration set) | wikitext2
+    # (test-set crops: debugging only, it leaks the evaluation text) | random tokens
+    source: str = "c4"
     n_samples: int = 128
     seqlen: int = 512
     seed: Optional[int] = None  # null: the run's top-level `seed` (both are recorded)
@@ -58,8 +62,13 @@ class CalibSpec:
     # next block's calibration inputs: the quantized block's outputs (GPTQ's sequential pattern)
     # or the float block's (one pass per block instead of two: about 2x faster, less faithful)
     propagate: str = "quantized"
+    # a data-free scheme (QuantScheme.data_free) is not calibrated: it reads this many samples
+    # only to measure the per-layer report's output SQNR (0: skip it, and read no data)
+    data_free_sample: int = 4
 
     def __post_init__(self):
+        if self.data_free_sample < 0:
+            raise ValueError(f"calib.data_free_sample must be >= 0, got {self.data_free_sample}")
         if self.propagate not in PROPAGATE:
             raise ValueError(f"calib.propagate must be one of {PROPAGATE}, got {self.propagate!r}")
         if self.source not in CALIB_SOURCES:
@@ -122,12 +131,13 @@ def _use_hub(name: str, spec: DataSpec) -> bool:
     return False
 
 
-def _wikitext2(spec: DataSpec) -> str:
-    if _use_hub("wikitext2", spec):
+def _wikitext2(spec: DataSpec, split: str = "test") -> str:
+    name = "wikitext2" if split == "test" else f"wikitext2_{split}"
+    if _use_hub(name, spec):
         from datasets import load_dataset
 
-        return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
-    return read_text(local_file("wikitext2", spec), "raw WikiText-2 test text")
+        return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+    return read_text(local_file(name, spec), f"raw WikiText-2 {split} text")
 
 
 def _ptb(spec: DataSpec) -> str:
@@ -172,7 +182,9 @@ def eval_tokens(name: str, tokenizer, spec: DataSpec, seqlen: int) -> torch.Tens
 
 def calib_file(calib: CalibSpec) -> Optional[str]:
     """The data set calibration reads (a LOCAL_FILES name), or None for random tokens."""
-    return {"c4": "c4_train", "wikitext2": "wikitext2"}.get(calib.source)
+    return {"c4": "c4_train", "wikitext2": "wikitext2", "wikitext2_train": "wikitext2_train"}.get(
+        calib.source
+    )
 
 
 def calibration_ids(
@@ -185,11 +197,12 @@ def calibration_ids(
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, vocab_size, (calib.n_samples, calib.seqlen), generator=g)
     rng = random.Random(seed)
-    if calib.source == "wikitext2":
-        ids = tokenizer(_wikitext2(spec), add_special_tokens=False).input_ids
+    if calib.source in ("wikitext2", "wikitext2_train"):  # GPTQ's get_wikitext2: random crops
+        text = _wikitext2(spec, "train" if calib.source == "wikitext2_train" else "test")
+        ids = tokenizer(text, add_special_tokens=False).input_ids
         if len(ids) <= calib.seqlen + 1:
             raise DataError(
-                f"calibration on wikitext2: the text has {len(ids)} tokens, too short for crops of "
+                f"calibration on {calib.source}: the text has {len(ids)} tokens, too short for crops of "
                 f"calib.seqlen={calib.seqlen}; lower calib.seqlen or use a longer file"
             )
         starts = [rng.randint(0, len(ids) - calib.seqlen - 1) for _ in range(calib.n_samples)]

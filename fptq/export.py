@@ -46,6 +46,10 @@ def export_error(ql: QuantLinear) -> Optional[str]:
         return "float weights (w_bits=16) have no compressed-tensors weight scheme here"
     if ql.w_zero is not None and ql.w_zero.is_floating_point():
         return "float zero points are not a compressed-tensors int scheme"
+    if ql.act_mode == ActQuant.DYNAMIC and ql.act_rule != "max":
+        return (
+            f"per-token activations with scale rule {ql.act_rule}: compressed-tensors computes absmax / qmax"
+        )
     if ql.layout.ragged:
         return (
             f"in_features={ql.in_features} is not a multiple of group {ql.group_size} (a ragged last "

@@ -55,7 +55,8 @@ def _config(spec: RunSpec) -> Dict[str, Any]:
 def data_files(spec: RunSpec) -> Dict[str, str]:
     """The data sets a job reads: evaluation sets, and the calibration set if it calibrates."""
     names = {d: d for d in spec.eval.datasets}
-    if not spec.quant.is_float and spec.model.source != "quantized":
+    reads_calib = not (spec.quant.data_free and spec.calib.data_free_sample == 0)
+    if not spec.quant.is_float and spec.model.source != "quantized" and reads_calib:
         f = calib_file(spec.calib)
         if f is not None:
             names[f"calib:{f}"] = f

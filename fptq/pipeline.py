@@ -53,7 +53,7 @@ def _ignored(name: str, patterns) -> bool:
 def quantize_model(
     model: nn.Module,
     scheme: QuantScheme,
-    calib_ids: torch.Tensor,
+    calib_ids: Optional[torch.Tensor],
     *,
     batch_size: int = 8,
     sample_rows: int = 512,
@@ -65,6 +65,10 @@ def quantize_model(
 ) -> QuantReport:
     """Quantize `model` in place with `scheme`, calibrated on calib_ids (n_samples, seqlen).
 
+    calib_ids=None: no calibration at all, a pass over the weights (only for a `scheme.data_free`
+    one: RTN weights, dynamic or no activation quantization); the report has no output SQNR. A
+    data-free scheme given a few samples uses them only for the report's output SQNR.
+
     propagate: "quantized" feeds each quantized block's output to the next (GPTQ's sequential
     pattern, two passes per block); "float" feeds the float outputs (one pass).
     onload(i, block): materialise block i's float weights before its turn (sequential onloading,
@@ -74,6 +78,8 @@ def quantize_model(
     """
     if propagate not in PROPAGATE:
         raise ValueError(f"propagate must be one of {PROPAGATE}, got {propagate!r}")
+    if calib_ids is None and not scheme.data_free:
+        raise ValueError(f"scheme {scheme.name} reads calibration statistics; it needs calibration ids")
     t0 = time.perf_counter()
     report = QuantReport(scheme=scheme.name)
     if scheme.is_float:
@@ -94,8 +100,13 @@ def quantize_model(
         )
     mem = _Memory()
     blocks = model.get_submodule(arch.blocks)
-    batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size)
-    hessian = scheme.weight is not None and scheme.weight.algo in HESSIAN_ALGOS
+    calibrate = calib_ids is not None
+    batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size) if calibrate else []
+    if scheme.data_free:
+        propagate = "float"  # the sample only measures output SQNR: one pass per block suffices
+    w = scheme.weight
+    stat_kw = dict(hessian=w is not None and w.algo in HESSIAN_ALGOS, sample_rows=sample_rows)
+    sequential = w is not None and w.true_sequential and not scheme.data_free
     for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
         block = blocks[bi]
         if onload is not None:
@@ -104,33 +115,35 @@ def quantize_model(
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         mem.see("block_float_bytes", _nbytes(block.state_dict().values()))
         mem.see("calib_act_bytes", _nbytes(h for h, _, _ in batches))
-        float_out = [] if propagate == "float" else None
-        stats = collect_stats(
-            block,
-            linears,
-            batches,
-            hessian=hessian,
-            sample_rows=sample_rows,
-            block_name=prefix,
-            seed=seed + bi,
-            outputs=float_out,
-        )
-        mem.see("stats_bytes", _nbytes(t for st in stats.values() for t in [st.H, *st.sample]))
-        v = {n: stats[n].v for n in linears}  # before any transform
+        float_out = [] if propagate == "float" and calibrate else None
+        stats: Dict[str, Optional[ChannelStats]] = dict.fromkeys(linears)
+        if calibrate:
+            stats = collect_stats(
+                block, linears, batches, block_name=prefix, seed=seed + bi, outputs=float_out, **stat_kw
+            )
+            mem.see("stats_bytes", _nbytes(t for st in stats.values() for t in [st.H, *st.sample]))
+        v = {n: float("nan") if st is None else st.v for n, st in stats.items()}  # before any transform
         modes = _plan(arch, foldable, prefix, linears, stats, scheme)
-        applied = _apply_transforms(block, arch, foldable, linears, stats, modes, scheme)
-        for n, lin in linears.items():
-            if _ignored(f"{prefix}.{n}", scheme.ignore):
-                continue
-            ql, rec = _quantize_linear(lin, stats[n], modes[n], scheme, f"{prefix}.{n}")
-            block.set_submodule(n, ql)
-            rec.v, rec.transform = v[n], applied.get(n, "none")
-            report.add(rec)
-            mem.add("packed_bytes", ql.nbytes())
+        applied = _apply_transforms(block, arch, foldable, linears, stats, modes, scheme) if calibrate else {}
+        for k, subset in enumerate(arch.sequential_subsets(linears) if sequential else [list(linears)]):
+            if k > 0:  # true-sequential: this subset's inputs with the subsets before it quantized
+                part = {n: linears[n] for n in subset}
+                stats.update(
+                    collect_stats(block, part, batches, block_name=prefix, seed=seed + bi, **stat_kw)
+                )
+            for n in subset:
+                if _ignored(f"{prefix}.{n}", scheme.ignore):
+                    continue
+                ql, rec = _quantize_linear(linears[n], stats[n], modes[n], scheme, f"{prefix}.{n}")
+                block.set_submodule(n, ql)
+                rec.v, rec.transform = v[n], applied.get(n, "none")
+                report.add(rec)
+                mem.add("packed_bytes", ql.nbytes())
         if scheme.kv.bits:
             add_kv_quant(block, arch, model.config, scheme.kv.bits)
         del stats, linears
-        batches = float_out if float_out is not None else run_block(block, batches)
+        if calibrate:
+            batches = float_out if float_out is not None else run_block(block, batches)
         if offload is not None:
             offload(block)
     report.memory = mem.counters
@@ -169,7 +182,8 @@ def _plan(
     for n in linears:
         group = arch.group_of(n) if foldable else None
         norm_fed = group is not None and all(m in linears for m in group.linears)
-        modes[n] = choose_mode(f"{prefix}.{n}", stats[n].v, norm_fed, scheme.act)
+        v = float("nan") if stats[n] is None else stats[n].v  # data-free: a strategy that reads no v
+        modes[n] = choose_mode(f"{prefix}.{n}", v, norm_fed, scheme.act)
     return modes
 
 
@@ -219,12 +233,12 @@ def _quantize_linear(
     """One linear -> (QuantLinear, its report row). `st` is None without calibration."""
     w = scheme.weight
     W = lin.weight.detach()
-    act_mode, act_scale, act_bits = ActQuant.NONE, None, 8
+    act_mode, act_scale, act_bits, act_rule = ActQuant.NONE, None, 8, "max"
     if scheme.act is not None:
-        act_mode, act_bits = mode.runtime, scheme.act.bits
+        act_mode, act_bits, act_rule = mode.runtime, scheme.act.bits, scheme.act.scale_rule
         if act_mode == ActQuant.STATIC:
-            act_scale = static_act_scale(st.absmax, act_bits)
-    act = dict(act_mode=act_mode, act_bits=act_bits, act_scale=act_scale)
+            act_scale = static_act_scale(st.absmax, act_bits, act_rule)
+    act = dict(act_mode=act_mode, act_bits=act_bits, act_rule=act_rule, act_scale=act_scale)
     layout, wsqnr = None, float("inf")
     if w is not None:
         layout = w.layout(W.shape[1], name)
@@ -239,6 +253,7 @@ def _quantize_linear(
             bias=lin.bias,
             dtype=W.dtype,
             scale_dtype=sdt,
+            float_zero=w.grid.float_zero,
             **act,
         )
         wsqnr = sqnr_db(W.float(), ql.dequantized_weight(torch.float32))

@@ -67,6 +67,8 @@ def backend_problems(spec: RunSpec, device: torch.device) -> List[str]:
         a.bits if a else None,
         w.group_size if w else 0,
         per_channel=w is None or w.granularity == "channel",
+        float_zero=w is not None and w.grid.float_zero,
+        act_rule=a.scale_rule if a else "max",
     )
     return out + [f"backend=triton {e} (quant={spec.quant.name})" for e in errors]
 

@@ -58,13 +58,14 @@ class QuantLinear(nn.Module):
         dtype: torch.dtype = torch.float32,  # bias (and float weight) dtype: the model's
         act_mode: ActQuant = ActQuant.NONE,
         act_bits: int = 8,
+        act_rule: str = "max",  # the activation quantizer's symmetric scale rule (fptq.primitives)
         device=None,
     ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.layout = GroupLayout(in_features, group_size or in_features)
         self.w_bits = w_bits
-        self.act_mode, self.act_bits = ActQuant(act_mode), act_bits
+        self.act_mode, self.act_bits, self.act_rule = ActQuant(act_mode), act_bits, act_rule
         kw = dict(device=device)
         if w_bits == FLOAT_BITS:
             self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype, **kw), False)
@@ -101,6 +102,7 @@ class QuantLinear(nn.Module):
         float_zero: bool = False,
         act_mode: ActQuant = ActQuant.NONE,
         act_bits: int = 8,
+        act_rule: str = "max",
         act_scale: Optional[torch.Tensor] = None,
     ) -> "QuantLinear":
         out_f, in_f = q.shape
@@ -118,6 +120,7 @@ class QuantLinear(nn.Module):
             dtype=dtype,
             act_mode=act_mode,
             act_bits=act_bits,
+            act_rule=act_rule,
             device="meta",
         )
         p = pack_weight(q, scale, zero, bits, gs, scale_dtype=sdt, float_zero=float_zero)
@@ -133,6 +136,7 @@ class QuantLinear(nn.Module):
         *,
         act_mode: ActQuant = ActQuant.NONE,
         act_bits: int = 8,
+        act_rule: str = "max",
         act_scale: Optional[torch.Tensor] = None,
     ) -> "QuantLinear":
         """Float weights, quantized activations (w_bits=16)."""
@@ -145,6 +149,7 @@ class QuantLinear(nn.Module):
             dtype=weight.dtype,
             act_mode=act_mode,
             act_bits=act_bits,
+            act_rule=act_rule,
             device="meta",
         )
         ql.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
@@ -202,7 +207,7 @@ class QuantLinear(nn.Module):
         if self.act_mode == ActQuant.STATIC:
             return fake_quant_act_per_tensor(x, self.act_scale, self.act_bits)
         if self.act_mode == ActQuant.DYNAMIC:
-            return fake_quant_act_per_token(x, self.act_bits)
+            return fake_quant_act_per_token(x, self.act_bits, self.act_rule)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +229,7 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         act = "none" if self.act_mode == ActQuant.NONE else f"{self.act_mode}{self.act_bits}"
+        act += "" if self.act_rule == "max" else f" {self.act_rule}"
         zero = "" if self.w_zero is None else f", zero={str(self.w_zero.dtype).removeprefix('torch.')}"
         return (
             f"in={self.in_features}, out={self.out_features}, w_bits={self.w_bits}, "
@@ -232,7 +238,12 @@ class QuantLinear(nn.Module):
 
 
 def kernel_constraint_errors(
-    w_bits: int, act_bits: Optional[int], group_size: int, per_channel: bool, float_zero: bool = False
+    w_bits: int,
+    act_bits: Optional[int],
+    group_size: int,
+    per_channel: bool,
+    float_zero: bool = False,
+    act_rule: str = "max",
 ) -> List[str]:
     """Every reason the triton kernels cannot run a layer of this shape of scheme (act_bits None:
     weight-only). Used per layer by set_backend and per scheme by fptq.preflight."""
@@ -241,6 +252,8 @@ def kernel_constraint_errors(
         out.append(f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={w_bits}")
     if float_zero:
         out.append("float zero points run on backend=reference only")
+    if act_rule != "max":
+        out.append(f"quantizes activations with the `max` scale rule only, got act.scale_rule={act_rule}")
     if act_bits is None:
         out.append("runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference")
     elif act_bits != 8:
@@ -258,6 +271,7 @@ def kernel_support_error(layer: QuantLinear) -> Optional[str]:
         layer.group_size,
         layer.layout.per_channel,
         float_zero=layer.w_zero is not None and layer.w_zero.is_floating_point(),
+        act_rule=layer.act_rule,
     )
     return errors[0] if errors else None
 

@@ -115,7 +115,14 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         "w_algo": q.weight.algo if q.weight else None,
         "granularity": q.weight.granularity if q.weight else None,
         "group_size": q.weight.group_size_or_none if q.weight else None,
+        "w_scale_rule": q.weight.scale_rule if q.weight else None,
+        "w_zero_point": (q.weight.zero_point if not q.weight.symmetric else None) if q.weight else None,
+        "w_mse": q.weight.mse if q.weight else None,
+        "gptq_damp": q.weight.damp if q.weight and q.weight.algo == "gptq" else None,
+        "gptq_act_order": q.weight.act_order if q.weight and q.weight.algo == "gptq" else None,
+        "true_sequential": q.weight.true_sequential if q.weight and not q.data_free else None,
         "a_bits": q.act.bits if q.act else 16,
+        "a_scale_rule": q.act.scale_rule if q.act else None,
         "act_strategy": q.act.strategy if q.act else None,
         "v0": q.act.v0 if q.act else None,
         "v1": q.act.v1 if q.act else None,
@@ -125,8 +132,10 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         "act_overrides": json.dumps(q.act.overrides, sort_keys=True) if q.act and q.act.overrides else None,
         "kv_bits": q.kv.bits or 16,
         "transforms": ",".join(q.transforms),
+        "data_free": q.data_free,  # no calibration (RTN, dynamic or no activation quantization)
         "calib_source": spec.calib.source,
-        "calib_n": spec.calib.n_samples,
+        # calibration samples read (a data-free scheme reads a few for its output SQNR only)
+        "calib_n": spec.calib.data_free_sample if q.data_free else spec.calib.n_samples,
         "calib_seqlen": spec.calib.seqlen,
         "seed": spec.seed,
         "calib_seed": spec.calib_seed,  # the seed the crops used (calib.seed if set, else seed)

@@ -127,8 +127,18 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
     """Calibrate and quantize in place, then switch to the chosen backend."""
     if spec.quant.is_float:
         return None
-    with _timed(timings, "calib_data_s"):
-        calib = calibration_ids(spec.calib, tok, spec.data, model.config.vocab_size, seed=spec.seed)
+    calib_spec = spec.calib
+    if spec.quant.data_free:  # no calibration: a few samples for the report's output SQNR, or none
+        calib_spec = replace(calib_spec, n_samples=max(calib_spec.data_free_sample, 1))
+        log.info(
+            "%s is data-free: no calibration; output SQNR %s",
+            spec.quant.name,
+            f"on {calib_spec.data_free_sample} samples" if calib_spec.data_free_sample else "skipped",
+        )
+    calib = None
+    if not spec.quant.data_free or calib_spec.data_free_sample:
+        with _timed(timings, "calib_data_s"):
+            calib = calibration_ids(calib_spec, tok, spec.data, model.config.vocab_size, seed=spec.seed)
     onload = None
     if spec.model.onload == "sequential":
         onload = BlockLoader(model, spec.model.torch_dtype, next(model.parameters()).device).load

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 from fptq.act import ACT_STRATEGIES, LayerMode
 from fptq.granularity import GRANULARITIES, GroupLayout, resolve
+from fptq.primitives import SCALE_RULES, ZERO_POINTS, Grid
 from fptq.transforms import TRANSFORMS
 from fptq.weight import WEIGHT_QUANTIZERS
 
@@ -37,6 +38,14 @@ class WeightSpec:
     granularity: str = "group"  # channel | group
     group_size: int = 128  # used when granularity == "group"; a ragged last group is allowed
     symmetric: bool = True
+    # symmetric grids: scale = absmax / (2^(b-1) - 1) (`max`) or absmax / ((2^b - 1) / 2) with the
+    # top value clamped (`half_range`, a finer grid); see fptq.primitives
+    scale_rule: str = "max"
+    # asymmetric grids: an integer zero point (the range includes 0) or a float one ([min, max]
+    # exactly, value = scale * q + offset; GGML Q4_1's grid)
+    zero_point: str = "int"
+    # shrink each group's range to the one minimising |W - Q(W)|^2.4 (GPTQ reference's `mse`)
+    mse: bool = False
     # stored scales (and float zero points): the model's dtype, or float32 (more exact, 2x the bytes)
     scale_dtype: str = "model"
     algo: str = "rtn"  # a key of fptq.weight.WEIGHT_QUANTIZERS: rtn | gptq | awq (clipping search)
@@ -44,6 +53,9 @@ class WeightSpec:
     damp: float = 0.01  # fraction of mean(diag(H)) added to the diagonal
     block_size: int = 128  # lazy-batch block of columns
     act_order: bool = False  # quantize columns by decreasing diag(H); groups stay static
+    # calibrate each sub-layer group of a block (q/k/v, o, gate/up, down) on the outputs of the
+    # groups before it already quantized (GPTQ's --true-sequential), not on the float block
+    true_sequential: bool = False
     # AWQ (Lin et al. 2023, arXiv 2306.00978): search a per-group clipping ratio (algo=awq)
     awq_clip: bool = True
 
@@ -56,6 +68,20 @@ class WeightSpec:
         _one_of(self.scale_dtype, SCALE_DTYPES, "weight.scale_dtype")
         _check(0.0 < self.damp < 1.0, f"weight.damp must be in (0, 1), got {self.damp}")
         _check(self.block_size >= 1, f"weight.block_size must be >= 1, got {self.block_size}")
+        _one_of(self.scale_rule, SCALE_RULES, "weight.scale_rule")
+        _one_of(self.zero_point, ZERO_POINTS, "weight.zero_point")
+        _check(
+            self.symmetric or self.scale_rule == "max",
+            "weight.scale_rule applies to symmetric grids; an asymmetric one spans [min, max]",
+        )
+        _check(
+            not self.symmetric or self.zero_point == "int",
+            "weight.zero_point=float needs weight.symmetric=false (a symmetric grid has no zero point)",
+        )
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.bits, self.symmetric, self.scale_rule, self.zero_point)
 
     def layout(self, in_features: int, name: str = "") -> GroupLayout:
         """This spec's groups on a layer with `in_features` inputs (an error if a group is wider)."""
@@ -70,9 +96,11 @@ class WeightSpec:
     def label(self) -> str:
         """The weight axis as the `weight` config group names it, e.g. int4_g128, int8_channel_gptq."""
         g = f"g{self.group_size}" if self.granularity == "group" else "channel"
-        sym = "" if self.symmetric else "_asym"
+        sym = "" if self.symmetric else ("_asym_fzero" if self.zero_point == "float" else "_asym")
+        rule = "_half" if self.scale_rule == "half_range" else ""
+        mse = "_mse" if self.mse else ""
         algo = "" if self.algo == "rtn" else f"_{self.algo}"
-        return f"int{self.bits}_{g}{sym}{algo}"
+        return f"int{self.bits}_{g}{sym}{rule}{mse}{algo}"
 
 
 @dataclass(frozen=True)
@@ -97,9 +125,12 @@ class ActSpec:
     # the middle band's equalizer: FPTQ's LAE, or SmoothQuant's scale (alpha = quant.smoothquant_alpha)
     # in its place (the reviewers' control inside the same layerwise picker)
     equalizer: str = "lae"
+    # the symmetric scale rule of every activation quantizer (static and per-token): max | half_range
+    scale_rule: str = "max"
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"act.bits must be in [2, 8], got {self.bits}")
+        _one_of(self.scale_rule, SCALE_RULES, "act.scale_rule")
         _one_of(self.strategy, ACT_STRATEGIES.names(), "act.strategy")
         _check(0 <= self.v0 <= self.v1, f"act thresholds need 0 <= v0 <= v1, got v0={self.v0}, v1={self.v1}")
         _one_of(self.middle_band, MIDDLE_BAND, "act.middle_band")
@@ -112,7 +143,8 @@ class ActSpec:
     @property
     def label(self) -> str:
         """The activation axis as the `act` config group names it, e.g. fptq, per_token_dynamic."""
-        return self.strategy if self.bits == 8 else f"{self.strategy}_a{self.bits}"
+        label = self.strategy if self.bits == 8 else f"{self.strategy}_a{self.bits}"
+        return label + ("_half" if self.scale_rule == "half_range" else "")
 
 
 @dataclass(frozen=True)
@@ -160,6 +192,17 @@ class QuantScheme:
         if "awq" in self.transforms and "smoothquant" in self.transforms:
             raise ValueError("AWQ already searches per-channel scales; do not combine it with smoothquant")
         _one_of(self.on_unknown_arch, UNKNOWN_ARCH, "quant.on_unknown_arch")
+
+    @property
+    def data_free(self) -> bool:
+        """Needs no calibration: RTN weights (MSE range search included), no transforms, and no
+        activation mode that reads a calibration range (none, or per-token dynamic everywhere)."""
+        w, a = self.weight, self.act
+        return (
+            not self.transforms
+            and (w is None or w.algo == "rtn")
+            and (a is None or (a.strategy == "per_token_dynamic" and not a.overrides))
+        )
 
     @property
     def is_float(self) -> bool:

@@ -169,3 +169,27 @@ def gemm_ref(
     if bias is not None:
         out = out + bias.double()
     return out.float()
+
+
+def gemm_int_ref(
+    a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The integer pipeline of a W4A8 GEMM, in the offset form that also runs float zero points:
+    per group g, an exact integer dot D_g = sum_k a_q[m, k] q[n, k] and the row sum R_g = sum_k a_q[m, k];
+    y = s_x[m] sum_g (s_g[n] D_g + m_g[n] R_g), with the offset m_g = -s_g z_g (a weight value is
+    s q + m). Integer and float zero points take the same path; float32 out."""
+    q = weight_codes(w).to(torch.int64)
+    a = a_q.to(torch.int64)
+    out = torch.zeros(a.shape[0], w.out_features, dtype=torch.float64, device=a.device)
+    for g, k0 in enumerate(range(0, w.in_features, w.group_size)):
+        k1 = min(k0 + w.group_size, w.in_features)
+        dot = (a[:, k0:k1] @ q[:, k0:k1].T).double()  # exact int64
+        s = w.scale[g].double()
+        out += dot * s
+        if w.zero is not None:
+            rowsum = a[:, k0:k1].sum(1, keepdim=True).double()
+            out += rowsum * (-s * w.zero[g].double())
+    out = out * a_scale.double().reshape(-1, 1)
+    if bias is not None:
+        out = out + bias.double()
+    return out.float()

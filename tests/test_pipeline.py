@@ -172,3 +172,43 @@ def test_kv_quantization_hook_runs(bits, calib_ids):
     plain = tiny_model("llama")
     with torch.no_grad():
         assert not on_grid(plain.model.layers[0].self_attn.k_proj(torch.randn(2, 16, 64)))
+
+
+@pytest.mark.parametrize("name", ["w4a16_rtn", "w8a8_rtn"])
+def test_data_free_schemes_need_no_calibration(name, calib_ids):
+    """RTN with dynamic or no activation quantization: the same packed model with or without data."""
+    scheme = SCHEMES[name]
+    assert scheme.data_free
+    with_data, without = tiny_model("llama"), tiny_model("llama")
+    quantize_model(with_data, scheme, calib_ids, batch_size=4, progress=False)
+    report = quantize_model(without, scheme, None, progress=False)
+    assert torch.equal(
+        torch.cat([t.flatten().float() for t in with_data.state_dict().values()]),
+        torch.cat([t.flatten().float() for t in without.state_dict().values()]),
+    )
+    assert all(math.isnan(r.output_sqnr) and math.isnan(r.v) for r in report.layers)
+    assert report.memory.get("calib_act_bytes", 0) == 0
+
+
+def test_calibrated_schemes_refuse_no_data():
+    for name in ("w4a8_fptq", "w4a16_gptq", "w8a8_sq"):
+        assert not SCHEMES[name].data_free
+        with pytest.raises(ValueError, match="needs calibration ids"):
+            quantize_model(tiny_model("llama"), SCHEMES[name], None, progress=False)
+
+
+def test_true_sequential_recalibrates_later_subsets(calib_ids):
+    """q/k/v see the same inputs either way; o_proj's (and down_proj's) Hessian comes from the
+    block with the earlier subsets quantized, so their codes change."""
+    models = {}
+    for ts in (False, True):
+        models[ts] = tiny_model("llama")
+        w = WeightSpec(4, "group", G, algo="gptq", true_sequential=ts)
+        quantize_model(models[ts], QuantScheme("g", w, None), calib_ids, batch_size=4, progress=False)
+
+    def codes(m, n):
+        return m.get_submodule(f"model.layers.0.{n}").qweight
+
+    assert torch.equal(codes(models[False], "self_attn.q_proj"), codes(models[True], "self_attn.q_proj"))
+    for n in ("self_attn.o_proj", "mlp.down_proj"):
+        assert not torch.equal(codes(models[False], n), codes(models[True], n)), n

@@ -2,6 +2,7 @@ import torch
 
 from fptq.granularity import GroupLayout
 from fptq.primitives import (
+    Grid,
     dequantize_weight,
     fake_quant_act_per_tensor,
     fake_quant_act_per_token,
@@ -22,7 +23,7 @@ def test_int_ranges():
 
 def test_sym_int4_per_channel_golden():
     W = torch.tensor([[0.7, -0.36, 0.1, 0.0], [2.0, 1.2, -0.9, 0.5]])
-    q, s, z = quantize_weight(W, 4, GroupLayout(4, 4), True)
+    q, s, z = quantize_weight(W, Grid(4, True), GroupLayout(4, 4))
     assert z is None
     torch.testing.assert_close(s, torch.tensor([[0.1], [2.0 / 7]]))
     # 0.7/0.1 = 7, -3.6 -> -4, 1, 0; row 2 (s = 2/7): 7, 4.2 -> 4, -3.15 -> -3, 1.75 -> 2
@@ -31,7 +32,7 @@ def test_sym_int4_per_channel_golden():
 
 def test_asym_int4_golden():
     W = torch.tensor([[-1.0, 0.0, 0.62, 2.0]])
-    q, s, z = quantize_weight(W, 4, GroupLayout(4, 4), False)
+    q, s, z = quantize_weight(W, Grid(4, False), GroupLayout(4, 4))
     torch.testing.assert_close(s, torch.tensor([[0.2]]))
     assert z.tolist() == [[5.0]]
     assert q.tolist() == [[0, 5, 8, 15]]
@@ -43,7 +44,7 @@ def test_asym_int4_golden():
 def test_group_shapes_and_ragged_last_group():
     W = torch.randn(6, 10)
     layout = GroupLayout(10, 4)
-    q, s, z = quantize_weight(W, 4, layout, True)
+    q, s, z = quantize_weight(W, Grid(4, True), layout)
     assert s.shape == (6, 3) and q.shape == (6, 10)
     assert layout.expand(s).shape == (6, 10)
     # the last group (2 columns) has its own scale
@@ -54,8 +55,8 @@ def test_fake_quant_idempotent_and_matches_loop():
     torch.manual_seed(0)
     W = torch.randn(5, 12)
     layout = GroupLayout(12, 4)
-    once = fake_quant_weight(W, 4, layout, True)
-    torch.testing.assert_close(fake_quant_weight(once, 4, layout, True), once)
+    once = fake_quant_weight(W, Grid(4, True), layout)
+    torch.testing.assert_close(fake_quant_weight(once, Grid(4, True), layout), once)
     ref = torch.empty_like(W)
     for r in range(5):
         for g in range(3):
@@ -87,5 +88,5 @@ def test_rounding_ties_go_to_even():
     x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5])
     assert quantize(x, torch.tensor(1.0), None, 8, True).tolist() == [0, 2, 2, 0, -2, -2, 4]
     W = torch.tensor([[7.0, 2.5, 1.5, -0.5]])  # absmax 7 -> scale 1: the ties are exact
-    q, s, _ = quantize_weight(W, 4, GroupLayout(4, 4), True)
+    q, s, _ = quantize_weight(W, Grid(4, True), GroupLayout(4, 4))
     assert s.item() == 1.0 and q.tolist() == [[7, 2, 2, 0]]

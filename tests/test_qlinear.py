@@ -5,14 +5,14 @@ import torch
 
 from fptq.act import ActQuant
 from fptq.granularity import GroupLayout
-from fptq.primitives import dequantize_weight, quantize_weight
+from fptq.primitives import Grid, dequantize_weight, quantize_weight
 from fptq.qlinear import QuantLinear
 
 
 def _layer(out_f, in_f, bits=4, group=128, sym=True, dtype=torch.float32, **kw):
     W = torch.randn(out_f, in_f, generator=torch.Generator().manual_seed(0)).to(dtype)
     layout = GroupLayout(in_f, group)
-    q, s, z = quantize_weight(W.float(), bits, layout, sym)
+    q, s, z = quantize_weight(W.float(), Grid(bits, sym), layout)
     return QuantLinear.from_codes(q, s, z, bits=bits, group_size=group, dtype=dtype, **kw), (q, s, z, layout)
 
 
@@ -62,7 +62,7 @@ def test_float_weight_layer_keeps_its_weight():
 
 
 def test_act_scale_only_with_static_mode():
-    q, s, z = quantize_weight(torch.randn(4, 8), 4, GroupLayout(8, 8), True)
+    q, s, z = quantize_weight(torch.randn(4, 8), Grid(4, True), GroupLayout(8, 8))
     with pytest.raises(ValueError, match="needs act_scale"):
         QuantLinear.from_codes(q, s, z, bits=4, act_mode="static")
     with pytest.raises(ValueError, match="only used with act_mode='static'"):

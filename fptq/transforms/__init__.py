@@ -45,7 +45,7 @@ def _smoothquant(stats: ChannelStats, weights: Sequence[torch.Tensor], scheme: Q
 def _awq(stats: ChannelStats, weights: Sequence[torch.Tensor], scheme: QuantScheme) -> torch.Tensor:
     w = scheme.weight
     layout = w.layout(weights[0].shape[1])
-    return awq_scale(stats.sample_tensor(), weights, w.bits, layout, w.symmetric, scheme.awq_grid)
+    return awq_scale(stats.sample_tensor(), weights, w.grid, layout, scheme.awq_grid)
 
 
 TRANSFORMS: Registry = Registry("transform")

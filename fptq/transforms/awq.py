@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from fptq.granularity import GroupLayout
-from fptq.primitives import fake_quant_weight
+from fptq.primitives import Grid, fake_quant_weight
 
 
 def _output_error(
@@ -18,14 +18,13 @@ def _output_error(
     weights: Sequence[torch.Tensor],
     refs: Sequence[torch.Tensor],
     s: torch.Tensor,
-    bits: int,
+    grid: Grid,
     layout: GroupLayout,
-    symmetric: bool,
 ) -> float:
     Xs = X / s
     err = 0.0
     for W, ref in zip(weights, refs, strict=True):
-        Wq = fake_quant_weight(W * s, bits, layout, symmetric)
+        Wq = fake_quant_weight(W * s, grid, layout)
         err += float((Xs @ Wq.T - ref).pow(2).mean())
     return err
 
@@ -34,10 +33,9 @@ def _output_error(
 def awq_scale(
     X: torch.Tensor,
     weights: Sequence[torch.Tensor],
-    bits: int,
+    grid: Grid,
     layout: GroupLayout,
-    symmetric: bool,
-    grid: int = 20,
+    points: int = 20,
 ) -> torch.Tensor:
     """X: (tokens, in) calibration sample; weights: each (out_i, in) -> s: (in,)."""
     X = X.float()
@@ -45,11 +43,11 @@ def awq_scale(
     refs = [X @ W.T for W in weights]  # float outputs, the same for every grid point
     x_mean = X.abs().mean(0).clamp(min=1e-6)
     best, best_s = float("inf"), torch.ones_like(x_mean)
-    for k in range(grid):
-        a = k / grid
+    for k in range(points):
+        a = k / points
         s = x_mean.pow(a).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
-        err = _output_error(X, weights, refs, s, bits, layout, symmetric)
+        err = _output_error(X, weights, refs, s, grid, layout)
         if err < best:
             best, best_s = err, s
     return best_s

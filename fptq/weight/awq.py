@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from fptq.granularity import GroupLayout
-from fptq.primitives import fake_quant_weight
+from fptq.primitives import Grid, fake_quant_weight
 from fptq.weight.rtn import Codes, rtn_quantize
 
 if TYPE_CHECKING:
@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 def awq_clip(
     X: torch.Tensor,
     W: torch.Tensor,
-    bits: int,
+    grid: Grid,
     layout: GroupLayout,
-    symmetric: bool,
     steps: int = 20,
     min_ratio: float = 0.5,
 ) -> torch.Tensor:
@@ -41,7 +40,7 @@ def awq_clip(
     for k in range(steps):
         ratio = 1.0 - (1.0 - min_ratio) * k / max(steps - 1, 1)
         clip = torch.full_like(best, ratio)
-        D = W - fake_quant_weight(W, bits, layout, symmetric, clip)
+        D = W - fake_quant_weight(W, grid, layout, clip)
         for g, (a, b) in enumerate(bounds):
             err = (X[:, a:b] @ D[:, a:b].T).pow(2).mean(0)  # (out,)
             better = err < best_err[:, g]
@@ -58,5 +57,5 @@ def quantize_awq(
     if spec.awq_clip:
         if stats is None or not stats.sample:
             raise ValueError(f"{name}: AWQ clipping needs calibration rows")
-        clip = awq_clip(stats.sample_tensor(), W, spec.bits, layout, spec.symmetric)
-    return rtn_quantize(W, spec.bits, layout, spec.symmetric, clip)
+        clip = awq_clip(stats.sample_tensor(), W, spec.grid, layout)
+    return rtn_quantize(W, spec.grid, layout, clip)

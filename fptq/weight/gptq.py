@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import torch
 
 from fptq.granularity import GroupLayout
-from fptq.primitives import dequantize, qparams, quantize, weight_qparams
+from fptq.primitives import Grid, dequantize, fit_qparams, quantize
 from fptq.weight.rtn import Codes
 
 if TYPE_CHECKING:
@@ -54,15 +54,20 @@ def hessian_inverse_cholesky(H: torch.Tensor, damp: float, retries: int = 4, nam
 def gptq_quantize(
     W: torch.Tensor,
     H: torch.Tensor,
-    bits: int,
+    grid: Grid,
     layout: GroupLayout,
-    symmetric: bool,
     damp: float = 0.01,
     block_size: int = 128,
     act_order: bool = False,
     name: str = "",
+    mse: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """W: (out, in), H: (in, in) -> codes (out, in), scale (out, n_groups), zero (out, n_groups)|None."""
+    """W: (out, in), H: (in, in) -> codes (out, in), scale (out, n_groups), zero (out, n_groups)|None.
+
+    mse: each group's range is the MSE-best shrink of its weights as they stand when the group's
+    scale is fixed (`fptq.primitives.mse_clip`; the reference's `mse` option).
+    """
+    bits, symmetric = grid.bits, grid.symmetric
     W = W.detach().clone().float()
     H = H.detach().clone().float()
     rows, cols = W.shape
@@ -75,7 +80,7 @@ def gptq_quantize(
     zero = None if symmetric else torch.empty(rows, n_groups, device=W.device)
     static = act_order and n_groups > 1
     if static or n_groups == 1:
-        scale, zero = weight_qparams(W, bits, layout, symmetric)
+        scale, zero = fit_qparams(W, grid, layout, mse)
     S = layout.expand(scale)
     Z = layout.expand(zero) if zero is not None else None
     group_start = {a: (g, b) for g, (a, b) in enumerate(bounds)}
@@ -100,7 +105,9 @@ def gptq_quantize(
                 g, b = group_start[col]
                 # this group's columns as they stand now: updated block part, pending rest
                 cur = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, : b - col]
-                sg, zg = qparams(cur.amin(1), cur.amax(1), bits, symmetric)
+                sg, zg = fit_qparams(cur, grid, GroupLayout(b - col, b - col), mse)
+                sg = sg[:, 0]
+                zg = None if zg is None else zg[:, 0]
                 scale[:, g] = sg
                 S[:, col:b] = sg.unsqueeze(1)
                 if zg is not None:
@@ -128,5 +135,5 @@ def quantize_gptq(
     if stats is None or stats.H is None:
         raise ValueError(f"{name}: GPTQ needs the layer's Hessian from calibration")
     return gptq_quantize(
-        W, stats.H, spec.bits, layout, spec.symmetric, spec.damp, spec.block_size, spec.act_order, name
+        W, stats.H, spec.grid, layout, spec.damp, spec.block_size, spec.act_order, name, spec.mse
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import torch
 
 from fptq.granularity import GroupLayout
-from fptq.primitives import quantize_weight
+from fptq.primitives import Grid, mse_clip, quantize_weight
 
 if TYPE_CHECKING:
     from fptq.calibration import ChannelStats
@@ -17,14 +17,16 @@ Codes = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]  # q (out, in)
 
 
 def rtn_quantize(
-    W: torch.Tensor, bits: int, layout: GroupLayout, symmetric: bool, clip: Optional[torch.Tensor] = None
+    W: torch.Tensor, grid: Grid, layout: GroupLayout, clip: Optional[torch.Tensor] = None
 ) -> Codes:
     """W: (out, in) -> integer codes (out, in), scale (out, n_groups), zero (out, n_groups) | None."""
-    return quantize_weight(W.float(), bits, layout, symmetric, clip)
+    return quantize_weight(W.float(), grid, layout, clip)
 
 
 def quantize_rtn(
     W: torch.Tensor, layout: GroupLayout, spec: WeightSpec, stats: Optional[ChannelStats], name: str
 ) -> Codes:
-    """The `rtn` weight quantizer (needs no calibration statistics)."""
-    return rtn_quantize(W, spec.bits, layout, spec.symmetric)
+    """The `rtn` weight quantizer (needs no calibration statistics); `weight.mse` shrinks each
+    group's range to the MSE-best one first (data-free too)."""
+    W = W.float()
+    return rtn_quantize(W, spec.grid, layout, mse_clip(W, spec.grid, layout) if spec.mse else None)

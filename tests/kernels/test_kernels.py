@@ -5,7 +5,7 @@ import torch
 
 from fptq.granularity import GroupLayout
 from fptq.kernels.reference import gemm_ref, int_acc_ref, pack_int4, pack_weight, unpack_int4
-from fptq.primitives import quantize, quantize_act_per_token, quantize_weight
+from fptq.primitives import Grid, quantize, quantize_act_per_token, quantize_weight
 
 
 def _layout(K, group):
@@ -15,7 +15,7 @@ def _layout(K, group):
 def _weight(N, K, bits, group, sym, seed=0):
     W = torch.randn(N, K, generator=torch.Generator().manual_seed(seed))
     layout = _layout(K, group)
-    q, s, z = quantize_weight(W, bits, layout, sym)
+    q, s, z = quantize_weight(W, Grid(bits, sym), layout)
     return pack_weight(q, s, z, bits, layout.group_size), q
 
 
@@ -119,7 +119,7 @@ def test_quantlinear_triton_backend_matches_reference():
 
     torch.manual_seed(0)
     W = torch.randn(48, 96)
-    q, s, z = quantize_weight(W, 4, GroupLayout(96, 32), True)
+    q, s, z = quantize_weight(W, Grid(4, True), GroupLayout(96, 32))
     for mode in ("dynamic", "static"):
         ql = QuantLinear.from_codes(
             q,
@@ -144,7 +144,7 @@ def test_triton_backend_rejects_weight_only():
     from fptq.qlinear import QuantLinear, set_backend
 
     W = torch.randn(32, 64)
-    q, s, z = quantize_weight(W, 4, GroupLayout(64, 32), True)
+    q, s, z = quantize_weight(W, Grid(4, True), GroupLayout(64, 32))
     ql = QuantLinear.from_codes(q, s, z, bits=4, group_size=32, act_mode="none")
     with pytest.raises(ValueError, match="reference"):
         set_backend(torch.nn.Sequential(ql), "triton")

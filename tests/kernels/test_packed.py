@@ -12,7 +12,7 @@ from fptq.kernels.reference import (
     packed_shape,
     weight_codes,
 )
-from fptq.primitives import dequantize_weight, quantize_weight
+from fptq.primitives import Grid, dequantize_weight, quantize_weight
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
@@ -21,7 +21,7 @@ from fptq.primitives import dequantize_weight, quantize_weight
 def test_pack_round_trip_is_bit_exact(bits, sym, K, group):
     W = torch.randn(6, K, generator=torch.Generator().manual_seed(bits * K)) * 2
     layout = GroupLayout(K, group)
-    q, s, z = quantize_weight(W, bits, layout, sym)
+    q, s, z = quantize_weight(W, Grid(bits, sym), layout)
     p = pack_weight(q, s, z, bits, group)
     assert p.data.dtype == torch.int8 and p.data.shape == packed_shape(6, K, bits)
     assert torch.equal(dequantize_packed(p), dequantize_weight(q, s, z, layout))
@@ -46,7 +46,7 @@ def test_float_zero_point_dequantizes_and_multiplies():
     """A float zero point (range exactly [min, max]) packs, dequantizes and runs in the GEMM reference."""
     W = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
     layout = GroupLayout(64, 32)
-    q, s, z = quantize_weight(W, 4, layout, False)
+    q, s, z = quantize_weight(W, Grid(4, False), layout)
     zf = z + 0.25  # not an integer
     p = pack_weight(q, s, zf, 4, 32, float_zero=True)
     assert p.zero.dtype == torch.float32
@@ -58,7 +58,7 @@ def test_float_zero_point_dequantizes_and_multiplies():
 
 
 def test_scale_dtype_is_stored_as_asked():
-    q, s, z = quantize_weight(torch.randn(8, 64), 4, GroupLayout(64, 32), True)
+    q, s, z = quantize_weight(torch.randn(8, 64), Grid(4, True), GroupLayout(64, 32))
     p = pack_weight(q, s, z, 4, 32, scale_dtype=torch.float16)
     assert p.scale.dtype == torch.float16 and p.scale.shape == (2, 8)
     # computed in the scales' dtype: the exact product q * s, rounded once to fp16

@@ -7,6 +7,7 @@ from conftest import tiny_model
 from fptq.arch import arch_of
 from fptq.calibration import capture_block_inputs, collect_stats, run_block
 from fptq.granularity import GroupLayout
+from fptq.primitives import Grid
 from fptq.transforms import fold_scale, lae_scale, smoothquant_scale
 from fptq.transforms.awq import awq_scale
 
@@ -36,7 +37,7 @@ def test_transform_preserves_logits(family, transform, calib_ids):
     make = {
         "lae": lambda st, ws: lae_scale(st.absmax),
         "smoothquant": lambda st, ws: smoothquant_scale(st.absmax, ws, 0.5),
-        "awq": lambda st, ws: awq_scale(st.sample_tensor(), ws, 4, GroupLayout(ws[0].shape[1], 32), True, 4),
+        "awq": lambda st, ws: awq_scale(st.sample_tensor(), ws, Grid(4), GroupLayout(ws[0].shape[1], 32), 4),
     }[transform]
     _fold_every_group(model, calib_ids, make)
     with torch.no_grad():
