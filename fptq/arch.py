@@ -24,6 +24,9 @@ class FoldGroup:
     source: str
     linears: Tuple[str, ...]
     kind: str
+    # a linear source whose output is `of` equal chunks, the consumers reading chunk `index`
+    # (Phi-3's gate_up_proj: down_proj reads act(gate) * up, the second half); (0, 1) = all rows
+    part: Tuple[int, int] = (0, 1)
 
     @property
     def norm_fed(self) -> bool:
@@ -37,6 +40,8 @@ class ArchSpec:
     # attention projections whose outputs are the KV cache (for KV fake quant); head_dim from config
     k_proj: str = ""
     v_proj: str = ""
+    # or one fused projection whose output is [q | k | v] (Phi-3's qkv_proj)
+    qkv_proj: str = ""
     # (config attribute, required value) for norm folding to be exact, e.g. pre-norm OPT only
     fold_requires: Tuple[Tuple[str, object], ...] = ()
     # the norm between the last block and the head (block-by-block evaluation runs it, then the head)
@@ -92,6 +97,38 @@ def _llama_like(norm_kind: str) -> ArchSpec:
     )
 
 
+def _gemma2_like() -> ArchSpec:
+    """Gemma-2/3: four norms with (1 + w) weights; pre_feedforward_layernorm feeds gate/up, while
+    post_attention_layernorm and post_feedforward_layernorm normalise block outputs (no linear).
+    Attention and final-logit soft-capping are left as they are."""
+    return ArchSpec(
+        blocks="model.layers",
+        groups=(
+            FoldGroup(
+                "input_layernorm",
+                ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                "gemma_rmsnorm",
+            ),
+            FoldGroup("pre_feedforward_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "gemma_rmsnorm"),
+            FoldGroup("mlp.up_proj", ("mlp.down_proj",), "linear"),
+        ),
+        k_proj="self_attn.k_proj",
+        v_proj="self_attn.v_proj",
+        sequential=_ATTN_MLP,
+    )
+
+
+_PHI3 = ArchSpec(
+    blocks="model.layers",
+    groups=(
+        FoldGroup("input_layernorm", ("self_attn.qkv_proj",), "rmsnorm"),
+        FoldGroup("post_attention_layernorm", ("mlp.gate_up_proj",), "rmsnorm"),
+        FoldGroup("mlp.gate_up_proj", ("mlp.down_proj",), "linear", part=(1, 2)),
+    ),
+    qkv_proj="self_attn.qkv_proj",
+    sequential=(("self_attn.qkv_proj",), ("self_attn.o_proj",), ("mlp.gate_up_proj",), ("mlp.down_proj",)),
+)
+
 _OPT = ArchSpec(
     blocks="model.decoder.layers",
     groups=(
@@ -134,6 +171,9 @@ ARCHS: Dict[str, ArchSpec] = {
     "Qwen2ForCausalLM": _llama_like("rmsnorm"),
     "Qwen3ForCausalLM": _llama_like("rmsnorm"),
     "GemmaForCausalLM": _llama_like("gemma_rmsnorm"),
+    "Gemma2ForCausalLM": _gemma2_like(),
+    "Gemma3ForCausalLM": _gemma2_like(),
+    "Phi3ForCausalLM": _PHI3,
     "OPTForCausalLM": _OPT,
     "BloomForCausalLM": _BLOOM,
 }

@@ -75,6 +75,68 @@ def capture_block_inputs(
     return batches
 
 
+class _Standin(nn.Module):
+    """Takes block i's place for one pass: records its keyword inputs and returns its hidden input
+    unchanged (stops the forward after the last block). Attributes the model's loop reads (e.g.
+    `attention_type`) come from the real block."""
+
+    def __init__(self, block: nn.Module, sink: List[dict], last: bool):
+        super().__init__()
+        self.block, self.sink, self.last = block, sink, last
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("block"), name)
+
+    def forward(self, hidden, *args, **kwargs):
+        self.sink.append(dict(kwargs))
+        if self.last:
+            raise _StopForward
+        return hidden
+
+
+def mixed_layer_types(model: nn.Module) -> bool:
+    """Blocks of more than one kind (config.layer_types, e.g. Gemma-2/3's sliding-window and global
+    layers), which the model feeds their own attention masks (and Gemma-3 its own rotary tables)."""
+    types = getattr(model.config, "layer_types", None) or []
+    return len(set(types)) > 1
+
+
+@torch.no_grad()
+def capture_block_kwargs(
+    model: nn.Module, blocks: nn.ModuleList, input_ids: torch.Tensor, batch_size: int
+) -> Optional[List[List[dict]]]:
+    """Each block's own keyword inputs, per batch, when the blocks are of mixed kinds; None when
+    every block takes block 0's (block-by-block passes then reuse those). Identical objects are
+    shared, so this costs one mask (or rotary table) per kind and batch."""
+    if not mixed_layer_types(model):
+        return None
+    sinks: List[List[dict]] = [[] for _ in blocks]
+    originals = list(blocks)
+    for i, b in enumerate(originals):
+        blocks[i] = _Standin(b, sinks[i], last=i == len(originals) - 1)
+    try:
+        device = next(model.parameters()).device
+        for i in range(0, input_ids.shape[0], batch_size):
+            try:
+                model(input_ids[i : i + batch_size].to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        for i, b in enumerate(originals):
+            blocks[i] = b
+    return sinks
+
+
+def with_block_kwargs(batches: List["Batch"], kwargs: Optional[List[List[dict]]], i: int) -> List["Batch"]:
+    """`batches` with block i's own keyword inputs (from `capture_block_kwargs`), if it has any."""
+    if kwargs is None:
+        return batches
+    return [(h, args, kw) for (h, args, _), kw in zip(batches, kwargs[i], strict=True)]
+
+
 def block_output(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 

@@ -16,7 +16,15 @@ from tqdm.auto import tqdm
 
 from fptq.act import ActQuant, LayerMode, choose_mode
 from fptq.arch import ArchSpec, FoldGroup, arch_of
-from fptq.calibration import PROPAGATE, ChannelStats, capture_block_inputs, collect_stats, run_block
+from fptq.calibration import (
+    PROPAGATE,
+    ChannelStats,
+    capture_block_inputs,
+    capture_block_kwargs,
+    collect_stats,
+    run_block,
+    with_block_kwargs,
+)
 from fptq.kv import add_kv_quant
 from fptq.primitives import sqnr_db, static_act_scale
 from fptq.qlinear import QuantLinear
@@ -102,6 +110,7 @@ def quantize_model(
     blocks = model.get_submodule(arch.blocks)
     calibrate = calib_ids is not None
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size) if calibrate else []
+    block_kwargs = capture_block_kwargs(model, blocks, calib_ids, batch_size) if calibrate else None
     if scheme.data_free:
         propagate = "float"  # the sample only measures output SQNR: one pass per block suffices
     w = scheme.weight
@@ -113,6 +122,7 @@ def quantize_model(
             onload(bi, block)
         prefix = f"{arch.blocks}.{bi}"
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        batches = with_block_kwargs(batches, block_kwargs, bi)
         mem.see("block_float_bytes", _nbytes(block.state_dict().values()))
         mem.see("calib_act_bytes", _nbytes(h for h, _, _ in batches))
         float_out = [] if propagate == "float" and calibrate else None
@@ -206,7 +216,7 @@ def _apply_transforms(
     def fold(g: FoldGroup, tname: str) -> None:
         members = [linears[m] for m in g.linears]
         s = TRANSFORMS.get(tname).scale(stats[g.linears[0]], [m.weight for m in members], scheme)
-        fold_scale(block.get_submodule(g.source), members, s, g.kind)
+        fold_scale(block.get_submodule(g.source), members, s, g.kind, g.part)
         for m in g.linears:
             stats[m].rescale(s)
             applied[m] = tname

@@ -90,6 +90,11 @@ TINY_FAMILIES = {
     "gemma": ("GemmaConfig", dict(TINY_CFG, head_dim=16)),
     "opt": ("OPTConfig", OPT_CFG),
     "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4, vocab_size=258)),
+    # sliding-window and global layers alternate; a window shorter than the calibration rows
+    # (32) makes their masks differ
+    "gemma2": ("Gemma2Config", dict(TINY_CFG, head_dim=16, sliding_window=8)),
+    "gemma3": ("Gemma3TextConfig", dict(TINY_CFG, head_dim=16, sliding_window=8, sliding_window_pattern=2)),
+    "phi3": ("Phi3Config", dict(TINY_CFG, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
 }
 
 

@@ -212,3 +212,30 @@ def test_true_sequential_recalibrates_later_subsets(calib_ids):
     assert torch.equal(codes(models[False], "self_attn.q_proj"), codes(models[True], "self_attn.q_proj"))
     for n in ("self_attn.o_proj", "mlp.down_proj"):
         assert not torch.equal(codes(models[False], n), codes(models[True], n)), n
+
+
+# logits SQNR floors (dB), W4A8 LAE + static with int8 KV; observed: gemma2 9.69, gemma3 9.58, phi3 12.57
+ARCH_FLOORS = {"gemma2": 8.5, "gemma3": 8.5, "phi3": 11.0}
+_QKV_GU = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
+NORM_FED = {"gemma2": _QKV_GU, "gemma3": _QKV_GU, "phi3": ("self_attn.qkv_proj", "mlp.gate_up_proj")}
+
+
+@pytest.mark.parametrize("family", list(ARCH_FLOORS))
+def test_w4a8_on_gemma_and_phi3(family, calib_ids):
+    """W4A8 with LAE + static activations on every norm-fed layer: Gemma-2/3 (four norms, (1 + w), pre_feedforward_layernorm feeds gate/up) and Phi-3 (fused
+    qkv_proj and gate_up_proj, int8 KV from the fused projection's k and v parts)."""
+    model = tiny_model(family)
+    eval_ids = torch.randint(0, 258, (2, 48), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = model(eval_ids).logits
+    # LAE on every norm-fed layer: each fold group of the mapping is exercised
+    scheme = QuantScheme(
+        "w4a8_lae_kv8", WeightSpec(4, "group", G), ActSpec(strategy="lae_static"), kv=KVSpec(8)
+    )
+    report = quantize_model(model, scheme, calib_ids, batch_size=4, progress=False)
+    with torch.no_grad():
+        out = model(eval_ids).logits
+    sqnr = _sqnr(ref, out)
+    assert sqnr >= ARCH_FLOORS[family], f"{family}: {sqnr:.1f} dB"
+    lae = {r.name.split(".", 3)[-1] for r in report.layers if r.transform == "lae"}
+    assert lae == set(NORM_FED[family])

@@ -87,7 +87,7 @@ def perplexity_blockwise(
     For a float model that does not fit: only one block and the windows' hidden states are resident.
     """
     from fptq.arch import arch_of
-    from fptq.calibration import capture_block_inputs, run_block
+    from fptq.calibration import capture_block_inputs, capture_block_kwargs, run_block, with_block_kwargs
 
     t0 = time.perf_counter()
     total, n = _windows(ids, seqlen, max_windows)
@@ -95,10 +95,12 @@ def perplexity_blockwise(
     device = next(model.parameters()).device
     windows = [_window(ids, i, seqlen, bos_id, device) for i in range(n)]
     blocks = model.get_submodule(arch.blocks)
-    batches = capture_block_inputs(model, blocks[0], torch.cat([inp for _, inp in windows]), 1)
+    inputs = torch.cat([inp for _, inp in windows])
+    batches = capture_block_inputs(model, blocks[0], inputs, 1)
+    kwargs = capture_block_kwargs(model, blocks, inputs, 1)
     for bi in tqdm(range(len(blocks)), desc=f"{desc} (block by block)", disable=not progress):
         loader.load(bi, blocks[bi])
-        batches = run_block(blocks[bi], batches)
+        batches = run_block(blocks[bi], with_block_kwargs(batches, kwargs, bi))
         loader.unload(blocks[bi])
     norm, head = model.get_submodule(arch.final_norm), model.get_output_embeddings()
     nll_sum = sum(
