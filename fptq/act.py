@@ -1,6 +1,7 @@
 """Activation strategies: decide, per linear, how its input is quantized.
 
-A strategy maps (v = max|X| of the layer input, whether a norm feeds it, the ActSpec) to one of
+A strategy maps (v = max|X| of the layer input, whether an equalization scale can be folded into
+what feeds it (a norm; a linear with act.lae_linear), the ActSpec) to one of
 the per-layer modes in `LayerMode`. `fptq` is the paper's layerwise picker
 (arXiv 2308.15987, Sec. 3.3). Strategies are registered in `ACT_STRATEGIES`; `fptq.scheme`
 validates `act.strategy` against it.
@@ -54,41 +55,47 @@ ACT_STRATEGIES: Registry = Registry("activation strategy")
 
 
 @ACT_STRATEGIES.register("per_tensor_static")
-def _static(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+def _static(v: float, foldable: bool, spec: ActSpec) -> LayerMode:
     return LayerMode.STATIC
 
 
 @ACT_STRATEGIES.register("per_token_dynamic")
-def _dynamic(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+def _dynamic(v: float, foldable: bool, spec: ActSpec) -> LayerMode:
     return LayerMode.DYNAMIC
 
 
 @ACT_STRATEGIES.register("lae_static")
-def _lae_static(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+def _lae_static(v: float, foldable: bool, spec: ActSpec) -> LayerMode:
     """LAE wherever a norm can absorb it, per-tensor static everywhere."""
-    return LayerMode.LAE if norm_fed else LayerMode.STATIC
+    return LayerMode.LAE if foldable else LayerMode.STATIC
 
 
 @ACT_STRATEGIES.register("fptq")
-def _fptq(v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+def _fptq(v: float, foldable: bool, spec: ActSpec) -> LayerMode:
     """v < v0: static; v0 <= v <= v1: LAE + static (norm-fed) or `middle_band`; v > v1: dynamic."""
     if v < spec.v0:
         return LayerMode.STATIC
     if v <= spec.v1:
-        if norm_fed:
+        if foldable:
             return LayerMode.LAE
         return LayerMode.STATIC if spec.middle_band == "static" else LayerMode.DYNAMIC
     return LayerMode.DYNAMIC
 
 
-def choose_mode(name: str, v: float, norm_fed: bool, spec: ActSpec) -> LayerMode:
+@ACT_STRATEGIES.register("auto")
+def _auto(v: float, foldable: bool, spec: ActSpec) -> LayerMode:
+    """Measured per layer on calibration rows by the pipeline (fptq.autopolicy); v alone: dynamic."""
+    return LayerMode.DYNAMIC
+
+
+def choose_mode(name: str, v: float, foldable: bool, spec: ActSpec) -> LayerMode:
     """The per-layer mode for module `name`: strategy, then overrides, then LAE availability."""
-    mode = ACT_STRATEGIES.get(spec.strategy)(v, norm_fed, spec)
+    mode = ACT_STRATEGIES.get(spec.strategy)(v, foldable, spec)
     override = match_override(name, spec)
     if override is not None:
         mode = override
-    if mode == LayerMode.LAE and not (norm_fed and spec.lae):
-        mode = LayerMode.STATIC  # LAE needs a norm to absorb 1/s; `lae: false` ablates it
+    if mode == LayerMode.LAE and not (foldable and spec.lae):
+        mode = LayerMode.STATIC  # LAE needs a source to absorb 1/s; `lae: false` ablates it
     return mode
 
 

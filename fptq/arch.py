@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 import torch.nn as nn
 
 NORM_KINDS = ("rmsnorm", "layernorm", "gemma_rmsnorm")
+LINEAR_KINDS = ("linear", "attention")
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,9 @@ class FoldGroup:
     """`source` (a norm, or a linear) feeds every module in `linears` with the same input X.
 
     A per-input-channel scale s is folded as X' = X / s (into `source`) and W' = W * s (linears).
-    kind: rmsnorm / layernorm (y = n(x) * w (+ b)), gemma_rmsnorm (y = n(x) * (1 + w)), linear.
+    kind: rmsnorm / layernorm (y = n(x) * w (+ b)), gemma_rmsnorm (y = n(x) * (1 + w)), linear
+    (the source's output rows), attention (v_proj's rows -> o_proj through the attention average,
+    one scale per kv-head channel; see fptq.transforms.fold).
     """
 
     source: str
@@ -36,12 +39,15 @@ class FoldGroup:
 @dataclass(frozen=True)
 class ArchSpec:
     blocks: str  # attribute path of the ModuleList of decoder blocks
-    groups: Tuple[FoldGroup, ...]  # norm-fed groups first, then linear-fed ones (AWQ only)
+    # norm-fed groups first, then linear-fed ones (AWQ; LAE with act.lae_linear)
+    groups: Tuple[FoldGroup, ...]
     # attention projections whose outputs are the KV cache (for KV fake quant); head_dim from config
     k_proj: str = ""
     v_proj: str = ""
     # or one fused projection whose output is [q | k | v] (Phi-3's qkv_proj)
     qkv_proj: str = ""
+    # the attention module (post-RoPE KV quantization sits in its attention call)
+    attention: str = "self_attn"
     # (config attribute, required value) for norm folding to be exact, e.g. pre-norm OPT only
     fold_requires: Tuple[Tuple[str, object], ...] = ()
     # the norm between the last block and the head (block-by-block evaluation runs it, then the head)
@@ -65,10 +71,11 @@ class ArchSpec:
         rest = [n for n in names if n not in listed]
         return [g for g in out + [rest] if g]
 
-    def group_of(self, linear: str):
-        """The norm-fed group feeding `linear` (block-relative name), or None."""
-        for g in self.norm_groups():
-            if linear in g.linears:
+    def group_of(self, linear: str, linear_fed: bool = False):
+        """The norm-fed group feeding `linear` (block-relative name), else (if linear_fed) the
+        linear-fed one, or None."""
+        for g in self.groups:
+            if linear in g.linears and (g.norm_fed or linear_fed):
                 return g
         return None
 
@@ -90,6 +97,7 @@ def _llama_like(norm_kind: str) -> ArchSpec:
             ),
             FoldGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), norm_kind),
             FoldGroup("mlp.up_proj", ("mlp.down_proj",), "linear"),
+            FoldGroup("self_attn.v_proj", ("self_attn.o_proj",), "attention"),
         ),
         k_proj="self_attn.k_proj",
         v_proj="self_attn.v_proj",
@@ -111,6 +119,7 @@ def _gemma2_like() -> ArchSpec:
             ),
             FoldGroup("pre_feedforward_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "gemma_rmsnorm"),
             FoldGroup("mlp.up_proj", ("mlp.down_proj",), "linear"),
+            FoldGroup("self_attn.v_proj", ("self_attn.o_proj",), "attention"),
         ),
         k_proj="self_attn.k_proj",
         v_proj="self_attn.v_proj",
@@ -151,6 +160,7 @@ _OPT = ArchSpec(
 
 _BLOOM = ArchSpec(
     blocks="transformer.h",
+    attention="",  # BLOOM's attention (ALiBi) does not go through transformers' attention interface
     groups=(
         FoldGroup("input_layernorm", ("self_attention.query_key_value",), "layernorm"),
         FoldGroup("post_attention_layernorm", ("mlp.dense_h_to_4h",), "layernorm"),

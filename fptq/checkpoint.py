@@ -28,7 +28,7 @@ from fptq import __version__
 from fptq.act import ActQuant
 from fptq.arch import arch_of
 from fptq.kernels.reference import FORMAT_VERSION
-from fptq.kv import add_kv_quant
+from fptq.kv import add_kv_quant, use_post_rope_attention
 from fptq.onload import (
     SAFETENSORS_INDEX,
     SAFETENSORS_SINGLE,
@@ -88,6 +88,7 @@ def quantization_config(model: nn.Module, scheme, base_model: Optional[Dict[str,
         "scheme": json.loads(json.dumps(asdict(scheme))),
         "base_model": base_model or {},
         "kv_bits": scheme.kv.bits,
+        "kv_position": scheme.kv.position,
         "layers": layers,
     }
 
@@ -305,7 +306,10 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
     retie(model)
     if qc.get("kv_bits"):
         arch = arch_of(model)
+        position = qc.get("kv_position", "pre_rope")  # saved before the option existed: pre_rope
+        if position == "post_rope":
+            use_post_rope_attention(model)
         for block in model.get_submodule(arch.blocks):
-            add_kv_quant(block, arch, model.config, qc["kv_bits"])
+            add_kv_quant(block, arch, model.config, qc["kv_bits"], position)
     model.eval()
     return model

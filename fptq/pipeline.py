@@ -8,14 +8,15 @@ Blocks are processed one at a time and each block's quantized output feeds the n
 import fnmatch
 import logging
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from fptq.act import ActQuant, LayerMode, choose_mode
-from fptq.arch import ArchSpec, FoldGroup, arch_of
+from fptq.arch import arch_of
+from fptq.autopolicy import auto_modes
 from fptq.calibration import (
     PROPAGATE,
     ChannelStats,
@@ -25,12 +26,13 @@ from fptq.calibration import (
     run_block,
     with_block_kwargs,
 )
-from fptq.kv import add_kv_quant
+from fptq.folding import BlockFolder
+from fptq.kv import add_kv_quant, head_dim, use_post_rope_attention
 from fptq.primitives import sqnr_db, static_act_scale
 from fptq.qlinear import QuantLinear
 from fptq.report import LayerRecord, QuantReport
 from fptq.scheme import QuantScheme
-from fptq.transforms import TRANSFORMS, fold_scale
+from fptq.transforms import TRANSFORMS
 from fptq.weight import HESSIAN_ALGOS, WEIGHT_QUANTIZERS
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ def quantize_model(
         )
     mem = _Memory()
     blocks = model.get_submodule(arch.blocks)
+    if scheme.kv.bits and scheme.kv.position == "post_rope":
+        use_post_rope_attention(model)
     calibrate = calib_ids is not None
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size) if calibrate else []
     block_kwargs = capture_block_kwargs(model, blocks, calib_ids, batch_size) if calibrate else None
@@ -116,6 +120,7 @@ def quantize_model(
     w = scheme.weight
     stat_kw = dict(hessian=w is not None and w.algo in HESSIAN_ALGOS, sample_rows=sample_rows)
     sequential = w is not None and w.true_sequential and not scheme.data_free
+    hd = head_dim(model.config) if hasattr(model.config, "num_attention_heads") else None
     for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
         block = blocks[bi]
         if onload is not None:
@@ -133,8 +138,16 @@ def quantize_model(
             )
             mem.see("stats_bytes", _nbytes(t for st in stats.values() for t in [st.H, *st.sample]))
         v = {n: float("nan") if st is None else st.v for n, st in stats.items()}  # before any transform
-        modes = _plan(arch, foldable, prefix, linears, stats, scheme)
-        applied = _apply_transforms(block, arch, foldable, linears, stats, modes, scheme) if calibrate else {}
+        folder = BlockFolder(block, arch, foldable, linears, stats, scheme, hd) if calibrate else None
+        if folder is not None:  # activation-statistics transforms (SmoothQuant) first
+            folder.apply([t for t in scheme.transforms if not TRANSFORMS.get(t).weight_aware])
+        modes = _plan(prefix, linears, v, folder, scheme)
+        if folder is not None:  # the picker's equalizer where it chose LAE, then AWQ's search
+            for g in folder.lae_groups():
+                if any(modes[m] == LayerMode.LAE for m in g.linears):
+                    folder.fold(g, scheme.act.equalizer)
+            folder.apply([t for t in scheme.transforms if TRANSFORMS.get(t).weight_aware])
+        applied = folder.applied if folder is not None else {}
         for k, subset in enumerate(arch.sequential_subsets(linears) if sequential else [list(linears)]):
             if k > 0:  # true-sequential: this subset's inputs with the subsets before it quantized
                 part = {n: linears[n] for n in subset}
@@ -150,7 +163,7 @@ def quantize_model(
                 report.add(rec)
                 mem.add("packed_bytes", ql.nbytes())
         if scheme.kv.bits:
-            add_kv_quant(block, arch, model.config, scheme.kv.bits)
+            add_kv_quant(block, arch, model.config, scheme.kv.bits, scheme.kv.position)
         del stats, linears
         if calibrate:
             batches = float_out if float_out is not None else run_block(block, batches)
@@ -184,57 +197,17 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
 
 
 def _plan(
-    arch: ArchSpec, foldable: bool, prefix: str, linears, stats, scheme: QuantScheme
+    prefix: str, linears, v: Dict[str, float], folder: Optional[BlockFolder], scheme
 ) -> Dict[str, LayerMode]:
+    """Each linear's activation mode: the strategy on its range v (taken before any transform),
+    with LAE where an eligible group can absorb it; `auto` measures instead (fptq.autopolicy)."""
     if scheme.act is None:
         return {n: LayerMode.NONE for n in linears}
-    modes = {}
-    for n in linears:
-        group = arch.group_of(n) if foldable else None
-        norm_fed = group is not None and all(m in linears for m in group.linears)
-        v = float("nan") if stats[n] is None else stats[n].v  # data-free: a strategy that reads no v
-        modes[n] = choose_mode(f"{prefix}.{n}", v, norm_fed, scheme.act)
-    return modes
-
-
-def _apply_transforms(
-    block, arch: ArchSpec, foldable: bool, linears, stats: Dict[str, ChannelStats], modes, scheme: QuantScheme
-) -> Dict[str, str]:
-    """Fold equalization scales into the block; keep the statistics in sync. Returns name -> transform.
-
-    Order: the scheme's activation-statistics transforms (e.g. SmoothQuant) in their listed order,
-    then the activation picker's equalizer on groups with an LAE-band layer, then weight-aware
-    searches (AWQ), which must see the final weights.
-    """
-    applied: Dict[str, str] = {}
-
-    def eligible(g: FoldGroup, linear_fed: bool) -> bool:
-        if not all(m in linears for m in g.linears):
-            return False
-        return foldable if g.norm_fed else linear_fed
-
-    def fold(g: FoldGroup, tname: str) -> None:
-        members = [linears[m] for m in g.linears]
-        s = TRANSFORMS.get(tname).scale(stats[g.linears[0]], [m.weight for m in members], scheme)
-        fold_scale(block.get_submodule(g.source), members, s, g.kind, g.part)
-        for m in g.linears:
-            stats[m].rescale(s)
-            applied[m] = tname
-
-    def apply_all(names: List[str]) -> None:
-        for tname in names:
-            t = TRANSFORMS.get(tname)
-            for g in arch.groups:
-                if eligible(g, t.linear_fed):
-                    fold(g, tname)
-
-    apply_all([t for t in scheme.transforms if not TRANSFORMS.get(t).weight_aware])
-    if scheme.act is not None:
-        for g in arch.norm_groups():
-            if eligible(g, False) and any(modes[m] == LayerMode.LAE for m in g.linears):
-                fold(g, scheme.act.equalizer)
-    apply_all([t for t in scheme.transforms if TRANSFORMS.get(t).weight_aware])
-    return applied
+    groups = folder.lae_groups() if folder is not None else []
+    can_lae = {m for g in groups for m in g.linears}
+    if scheme.act.strategy == "auto":
+        return auto_modes(prefix, linears, folder, groups, scheme)
+    return {n: choose_mode(f"{prefix}.{n}", v[n], n in can_lae, scheme.act) for n in linears}
 
 
 def _quantize_linear(

@@ -129,8 +129,11 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Dict[str, Any]:
         "middle_band": q.act.middle_band if q.act else None,
         "lae": q.act.lae if q.act else None,
         "equalizer": q.act.equalizer if q.act else None,
+        "lae_linear": q.act.lae_linear if q.act else None,
+        "auto_budget_db": q.act.auto_budget_db if q.act and q.act.strategy == "auto" else None,
         "act_overrides": json.dumps(q.act.overrides, sort_keys=True) if q.act and q.act.overrides else None,
         "kv_bits": q.kv.bits or 16,
+        "kv_position": q.kv.position if q.kv.bits else None,
         "transforms": ",".join(q.transforms),
         "data_free": q.data_free,  # no calibration (RTN, dynamic or no activation quantization)
         "calib_source": spec.calib.source,

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 from fptq.act import ACT_STRATEGIES, LayerMode
 from fptq.granularity import GRANULARITIES, GroupLayout, resolve
+from fptq.kv import KV_POSITIONS
 from fptq.primitives import SCALE_RULES, ZERO_POINTS, Grid
 from fptq.transforms import TRANSFORMS
 from fptq.weight import WEIGHT_QUANTIZERS
@@ -127,10 +128,17 @@ class ActSpec:
     equalizer: str = "lae"
     # the symmetric scale rule of every activation quantizer (static and per-token): max | half_range
     scale_rule: str = "max"
+    # LAE also where a linear feeds the layer: down_proj through up_proj's output rows, o_proj
+    # through v_proj's (one scale per kv-head channel); beyond the paper, which folds into norms only
+    lae_linear: bool = False
+    # strategy=auto: a layer goes static (or LAE + static) if its output SQNR on calibration rows
+    # is within this many dB of per-token dynamic's (fptq.autopolicy)
+    auto_budget_db: float = 1.0
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"act.bits must be in [2, 8], got {self.bits}")
         _one_of(self.scale_rule, SCALE_RULES, "act.scale_rule")
+        _check(self.auto_budget_db >= 0, f"act.auto_budget_db must be >= 0, got {self.auto_budget_db}")
         _one_of(self.strategy, ACT_STRATEGIES.names(), "act.strategy")
         _check(0 <= self.v0 <= self.v1, f"act thresholds need 0 <= v0 <= v1, got v0={self.v0}, v1={self.v1}")
         _one_of(self.middle_band, MIDDLE_BAND, "act.middle_band")
@@ -144,7 +152,8 @@ class ActSpec:
     def label(self) -> str:
         """The activation axis as the `act` config group names it, e.g. fptq, per_token_dynamic."""
         label = self.strategy if self.bits == 8 else f"{self.strategy}_a{self.bits}"
-        return label + ("_half" if self.scale_rule == "half_range" else "")
+        label += "_half" if self.scale_rule == "half_range" else ""
+        return label + ("_linear" if self.lae_linear and self.strategy != "auto" else "")
 
 
 @dataclass(frozen=True)
@@ -153,9 +162,12 @@ class KVSpec:
 
     bits: int = 0
     granularity: str = "per_head_token"
+    # pre_rope: the k/v projections' outputs; post_rope: K after RoPE, as a serving engine caches it
+    position: str = "pre_rope"
 
     def __post_init__(self):
         _check(self.bits in (0, 4, 8), f"kv.bits must be 0 (off), 4 or 8, got {self.bits}")
+        _one_of(self.position, KV_POSITIONS, "kv.position")
         _one_of(self.granularity, KV_GRANULARITIES, "kv.granularity")
 
 

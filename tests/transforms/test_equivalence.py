@@ -14,15 +14,20 @@ from fptq.calibration import (
     run_block,
     with_block_kwargs,
 )
-from fptq.granularity import GroupLayout
-from fptq.primitives import Grid
-from fptq.transforms import fold_scale, lae_scale, smoothquant_scale
-from fptq.transforms.awq import awq_scale
+from fptq.folding import BlockFolder
+from fptq.kv import head_dim
+from fptq.scheme import QuantScheme, WeightSpec
+from fptq.transforms import fold_scale
 
 FAMILIES = ["llama", "qwen2", "gemma", "gemma2", "gemma3", "phi3", "opt", "bloom"]
 
 
-def _fold_every_group(model, ids, make_scale):
+SCHEME = QuantScheme("t", WeightSpec(4, "group", 32), smoothquant_alpha=0.5, awq_grid=4)
+
+
+def _fold_every_group(model, ids, transform):
+    """Fold `transform` into every group of the mapping the pipeline could use it on (AWQ skips
+    attention groups; LAE and SmoothQuant go through v_proj -> o_proj in kv space)."""
     arch = arch_of(model)
     blocks = model.get_submodule(arch.blocks)
     batches = capture_block_inputs(model, blocks[0], ids, 4)
@@ -32,9 +37,10 @@ def _fold_every_group(model, ids, make_scale):
         batches = with_block_kwargs(batches, kwargs, i)
         linears = {n: m for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
         stats = collect_stats(block, linears, batches)
+        folder = BlockFolder(block, arch, True, linears, stats, SCHEME, head_dim(model.config))
         for g in arch.groups:
-            s = make_scale(stats[g.linears[0]], [linears[m].weight for m in g.linears])
-            fold_scale(block.get_submodule(g.source), [linears[m] for m in g.linears], s, g.kind, g.part)
+            if not (transform == "awq" and g.kind == "attention"):
+                folder.fold(g, transform)
         batches = run_block(block, batches)
 
 
@@ -44,12 +50,7 @@ def test_transform_preserves_logits(family, transform, calib_ids):
     model = tiny_model(family)
     with torch.no_grad():
         ref = model(calib_ids).logits
-    make = {
-        "lae": lambda st, ws: lae_scale(st.absmax),
-        "smoothquant": lambda st, ws: smoothquant_scale(st.absmax, ws, 0.5),
-        "awq": lambda st, ws: awq_scale(st.sample_tensor(), ws, Grid(4), GroupLayout(ws[0].shape[1], 32), 4),
-    }[transform]
-    _fold_every_group(model, calib_ids, make)
+    _fold_every_group(model, calib_ids, transform)
     with torch.no_grad():
         out = model(calib_ids).logits
     rel = float((out - ref).norm() / ref.norm())
@@ -63,7 +64,7 @@ def test_lae_fold_changes_weights(family, calib_ids):
     g = arch.norm_groups()[0]
     block = model.get_submodule(arch.blocks)[0]
     before = block.get_submodule(g.linears[0]).weight.clone()
-    _fold_every_group(model, calib_ids, lambda st, ws: lae_scale(st.absmax))
+    _fold_every_group(model, calib_ids, "lae")
     after = block.get_submodule(g.linears[0]).weight
     assert not torch.allclose(before, after)
 
@@ -89,3 +90,34 @@ def test_block_by_block_matches_the_model(family, calib_ids):
         for i, block in enumerate(blocks):
             batches = run_block(block, with_block_kwargs(batches, kwargs, i))
             torch.testing.assert_close(batches[0][0], ref[i])
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_v_to_o_fold_with_grouped_query_attention(family, calib_ids):
+    """4 query heads read 2 kv heads (n_rep = 2): dividing v_proj's row (c, d) by s_(c, d) and
+    multiplying o_proj's column (h, d) by s_(h // 2, d) preserves the function; a scale that differs
+    between the query heads of one kv head cannot be folded (it would need two v_proj rows), so the
+    scale is one per kv-head channel, computed from the max over the heads that share it."""
+    from fptq.transforms.fold import heads_from_kv
+
+    model = tiny_model(family)
+    cfg = model.config
+    assert cfg.num_attention_heads == 2 * cfg.num_key_value_heads
+    hd = head_dim(cfg)
+    attn = model.get_submodule(arch_of(model).blocks)[0].self_attn
+    with torch.no_grad():
+        ref = model(calib_ids).logits
+        s = torch.rand(cfg.num_key_value_heads * hd, generator=torch.Generator().manual_seed(0)) * 4 + 0.25
+        fold_scale(attn.v_proj, [attn.o_proj], s, "attention", head_dim=hd)
+        out = model(calib_ids).logits
+        assert float((out - ref).norm() / ref.norm()) < 1e-5
+        # expansion order: query head h uses kv head h // n_rep (transformers' repeat_kv)
+        e = heads_from_kv(torch.tensor([1.0, 2.0]), 2, 1)
+        assert e.tolist() == [1.0, 1.0, 2.0, 2.0]
+        # the other head order (query head h on kv head h % n_kv) is not the function
+        wrong = tiny_model(family)
+        wattn = wrong.get_submodule(arch_of(wrong).blocks)[0].self_attn
+        wattn.v_proj.weight.div_(s.unsqueeze(1))
+        wattn.o_proj.weight.mul_(s.reshape(-1, hd).repeat(2, 1).reshape(-1))
+        broken = wrong(calib_ids).logits
+        assert float((broken - ref).norm() / ref.norm()) > 1e-2

@@ -1,0 +1,82 @@
+"""`act.strategy=auto`: per layer, the cheapest activation mode whose output error stays within a
+budget of per-token dynamic's (beyond the paper: FPTQ's rule picks modes from v = max|X| alone).
+
+For every linear of a block, on its calibration rows X (the sample kept by calibration) and its
+weight quantized round-to-nearest on the scheme's grid, measure the output SQNR
+10 log10(|X W^T|^2 / |X W^T - Q(X) Q(W)^T|^2) with per-token dynamic, per-tensor static, and, where an
+eligible fold group can absorb it, LAE + per-tensor static (X / s, W * s). With budget delta
+(`act.auto_budget_db`), a layer is static if SQNR_static >= SQNR_dynamic - delta; else LAE + static if
+that passes; else dynamic. LAE is folded into a group when it lifts at least one member that static
+alone could not; the group's other members then take LAE + static if it passes, else dynamic.
+Cost order: static < LAE + static (the same runtime; weights rescaled) < dynamic (a reduction per
+token at run time). `act.overrides` still apply last.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List
+
+import torch
+import torch.nn as nn
+
+from fptq.act import LayerMode, match_override
+from fptq.primitives import (
+    fake_quant_act_per_tensor,
+    fake_quant_act_per_token,
+    fake_quant_weight,
+    sqnr_db,
+    static_act_scale,
+)
+
+if TYPE_CHECKING:
+    from fptq.arch import FoldGroup
+    from fptq.folding import BlockFolder
+    from fptq.scheme import QuantScheme
+
+
+def output_sqnr(X: torch.Tensor, W: torch.Tensor, mode: LayerMode, scheme: QuantScheme) -> float:
+    """Output SQNR (dB) of one linear on rows X with RTN weights and activation mode `mode`."""
+    act, w = scheme.act, scheme.weight
+    Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))
+    if mode == LayerMode.DYNAMIC:
+        Xq = fake_quant_act_per_token(X, act.bits, act.scale_rule)
+    else:
+        scale = static_act_scale(X.abs().amax(0), act.bits, act.scale_rule)
+        Xq = fake_quant_act_per_tensor(X, scale, act.bits)
+    return sqnr_db(X @ W.T, Xq @ Wq.T)
+
+
+@torch.no_grad()
+def auto_modes(
+    prefix: str,
+    linears: Dict[str, nn.Linear],
+    folder: BlockFolder,
+    groups: List[FoldGroup],
+    scheme: QuantScheme,
+) -> Dict[str, LayerMode]:
+    act = scheme.act
+    sq: Dict[str, Dict[LayerMode, float]] = {}
+    for n, lin in linears.items():
+        X, W = folder.stats[n].sample_tensor().float(), lin.weight.float()
+        sq[n] = {m: output_sqnr(X, W, m, scheme) for m in (LayerMode.DYNAMIC, LayerMode.STATIC)}
+    for g in groups:
+        _, s_in = folder.scale(g, act.equalizer)
+        for n in g.linears:
+            X, W = folder.stats[n].sample_tensor().float(), linears[n].weight.float()
+            sq[n][LayerMode.LAE] = output_sqnr(X / s_in, W * s_in, LayerMode.LAE, scheme)
+
+    def passes(n: str, mode: LayerMode) -> bool:
+        return mode in sq[n] and sq[n][mode] >= sq[n][LayerMode.DYNAMIC] - act.auto_budget_db
+
+    folded = set()
+    for g in groups:
+        if any(not passes(n, LayerMode.STATIC) and passes(n, LayerMode.LAE) for n in g.linears):
+            folded.update(g.linears)
+    modes = {}
+    for n in linears:
+        first = LayerMode.LAE if n in folded else LayerMode.STATIC
+        modes[n] = first if passes(n, first) else LayerMode.DYNAMIC
+        override = match_override(f"{prefix}.{n}", act)
+        if override is not None:
+            modes[n] = override
+    return modes
