@@ -26,7 +26,7 @@ def test_fptq_picker_thresholds(v, norm_fed, middle, expected):
 
 
 def test_registry_and_overrides():
-    assert ACT_STRATEGIES.names() == ["fptq", "lae_static", "per_tensor_static", "per_token_dynamic"]
+    assert ACT_STRATEGIES.names() == ["auto", "fptq", "lae_static", "per_tensor_static", "per_token_dynamic"]
     spec = ActSpec(overrides={"*.mlp.down_proj": "per_token_dynamic", "*.q_proj": "per_tensor_static"})
     assert choose_mode("model.layers.3.mlp.down_proj", 1.0, False, spec) == DYNAMIC
     assert choose_mode("model.layers.3.self_attn.q_proj", 50.0, True, spec) == STATIC

@@ -31,6 +31,17 @@ PRESETS = {
     "w4a8_fptq": ("int4_g128", "fptq", ()),
     "w4a8_fptq_gptq": ("int4_g128_gptq", "fptq", ()),
     "w4a8_fptq_sq": ("int4_g128", "fptq", ()),
+    "w4a16_rtn_g128_half": ("int4_g128_half", "none", ()),
+    "w4a8_dynamic_half": ("int4_g128_half", "per_token_dynamic_half", ()),
+    "w4a16_rtn_g32_fzero": ("int4_g32_asym_fzero", "none", ()),
+    "w4a16_gptq_g128_ao": ("int4_g128_gptq", "none", ()),
+    "w4a16_gptq_g128_ts": ("int4_g128_gptq", "none", ()),
+    "w4a16_gptq_g128_mse": ("int4_g128_mse_gptq", "none", ()),
+    "w4a16_gptq_g128_best": ("int4_g128_mse_gptq", "none", ()),
+    "w4a8_fptq_linear": ("int4_g128", "fptq_linear", ()),
+    "w4a8_auto": ("int4_g128", "auto", ()),
+    "w4a8_auto_sq": ("int4_g128", "auto", ("smoothquant",)),
+    "kv_only": ("none", "none", ()),
 }
 
 
