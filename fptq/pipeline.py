@@ -139,14 +139,7 @@ def quantize_model(
             mem.see("stats_bytes", _nbytes(t for st in stats.values() for t in [st.H, *st.sample]))
         v = {n: float("nan") if st is None else st.v for n, st in stats.items()}  # before any transform
         folder = BlockFolder(block, arch, foldable, linears, stats, scheme, hd) if calibrate else None
-        if folder is not None:  # activation-statistics transforms (SmoothQuant) first
-            folder.apply([t for t in scheme.transforms if not TRANSFORMS.get(t).weight_aware])
-        modes = _plan(prefix, linears, v, folder, scheme)
-        if folder is not None:  # the picker's equalizer where it chose LAE, then AWQ's search
-            for g in folder.lae_groups():
-                if any(modes[m] == LayerMode.LAE for m in g.linears):
-                    folder.fold(g, scheme.act.equalizer)
-            folder.apply([t for t in scheme.transforms if TRANSFORMS.get(t).weight_aware])
+        modes = _equalize_and_plan(prefix, linears, v, folder, scheme)
         applied = folder.applied if folder is not None else {}
         for k, subset in enumerate(arch.sequential_subsets(linears) if sequential else [list(linears)]):
             if k > 0:  # true-sequential: this subset's inputs with the subsets before it quantized
@@ -196,18 +189,32 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
         report.add(rec)
 
 
-def _plan(
-    prefix: str, linears, v: Dict[str, float], folder: Optional[BlockFolder], scheme
+def _equalize_and_plan(
+    prefix: str, linears, v: Dict[str, float], folder: Optional[BlockFolder], scheme: QuantScheme
 ) -> Dict[str, LayerMode]:
-    """Each linear's activation mode: the strategy on its range v (taken before any transform),
-    with LAE where an eligible group can absorb it; `auto` measures instead (fptq.autopolicy)."""
-    if scheme.act is None:
-        return {n: LayerMode.NONE for n in linears}
+    """Fold the scheme's activation-statistics transforms (SmoothQuant), pick each linear's
+    activation mode, fold the picker's equalizer (LAE) into the groups where it chose it, then the
+    weight-aware searches (AWQ), which must see the final weights. No folder: no calibration.
+
+    Modes: the strategy on each layer's range v (taken before any transform), with LAE where an
+    eligible group can absorb it; `auto` measures instead, after the transforms (fptq.autopolicy).
+    """
+    if folder is not None:
+        folder.apply([t for t in scheme.transforms if not TRANSFORMS.get(t).weight_aware])
     groups = folder.lae_groups() if folder is not None else []
-    can_lae = {m for g in groups for m in g.linears}
-    if scheme.act.strategy == "auto":
-        return auto_modes(prefix, linears, folder, groups, scheme)
-    return {n: choose_mode(f"{prefix}.{n}", v[n], n in can_lae, scheme.act) for n in linears}
+    if scheme.act is None:
+        modes = {n: LayerMode.NONE for n in linears}
+    elif scheme.act.strategy == "auto":
+        modes = auto_modes(prefix, linears, folder, groups, scheme)
+    else:
+        can_lae = {m for g in groups for m in g.linears}
+        modes = {n: choose_mode(f"{prefix}.{n}", v[n], n in can_lae, scheme.act) for n in linears}
+    if folder is not None:
+        for g in groups:
+            if any(modes[m] == LayerMode.LAE for m in g.linears):
+                folder.fold(g, scheme.act.equalizer)
+        folder.apply([t for t in scheme.transforms if TRANSFORMS.get(t).weight_aware])
+    return modes
 
 
 def _quantize_linear(
