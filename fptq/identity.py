@@ -107,14 +107,22 @@ def code_version() -> str:
     """A digest of the source that computes numbers: every .py file of the fptq package and its
     kernels, except the presentation modules listed in PRESENTATION."""
     root = Path(__file__).resolve().parent
-    files = sorted(p for p in root.rglob("*.py") if p.name not in PRESENTATION or p.parent != root)
+    files = [
+        p
+        for p in root.rglob("*.py")
+        if (p.name not in PRESENTATION or p.parent != root) and p.relative_to(root).parts[0] != "conf"
+    ]  # fptq/conf (the configs, in a wheel) holds no code
     kernels = root / "kernels"
     if not kernels.is_dir():  # a source checkout: kernels/ sits beside the package
         kernels = root.parent / "kernels"
         files += sorted(kernels.glob("*.py"))
+    # names as in a wheel (fptq/kernels/x.py -> kernels/x.py), in name order: the same digest
+    # from a wheel and from a checkout
+    named = sorted(
+        ((p.relative_to(root) if p.is_relative_to(root) else p.relative_to(root.parent)), p) for p in files
+    )
     h = hashlib.sha256()
-    for p in files:  # names as in a wheel (fptq/kernels/x.py -> kernels/x.py) in either layout
-        rel = p.relative_to(root) if p.is_relative_to(root) else p.relative_to(root.parent)
+    for rel, p in named:
         h.update(rel.as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]

@@ -116,4 +116,10 @@ def test_wheel_in_a_fresh_venv_runs_fptq_run(wheel, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((repo / "out" / "result.json").read_text())
     assert result["git_commit"] == "fptq 0.1.0"  # not the enclosing repository's commit
-    assert list((repo / "results" / "rows").glob("*.json"))
+    rows = list((repo / "results" / "rows").glob("*.json"))
+    assert rows
+    # the wheel's code version is the checkout's (kernels/ sits elsewhere, the digest is the same):
+    # a study can mix jobs run from either without recomputing
+    from fptq.identity import code_version
+
+    assert json.loads(rows[0].read_text())["code_version"] == code_version()
