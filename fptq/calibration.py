@@ -64,15 +64,20 @@ def capture_block_inputs(
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        device = next(model.parameters()).device
-        for i in range(0, input_ids.shape[0], batch_size):
-            try:
-                model(input_ids[i : i + batch_size].to(device), use_cache=False)
-            except _StopForward:
-                pass
+        _run_until_stopped(model, input_ids, batch_size)
     finally:
         handle.remove()
     return batches
+
+
+def _run_until_stopped(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> None:
+    """The model's forward on each batch, each stopped by a _StopForward from a hook or stand-in."""
+    device = next(model.parameters()).device
+    for i in range(0, input_ids.shape[0], batch_size):
+        try:
+            model(input_ids[i : i + batch_size].to(device), use_cache=False)
+        except _StopForward:
+            pass
 
 
 class _Standin(nn.Module):
@@ -118,12 +123,7 @@ def capture_block_kwargs(
     for i, b in enumerate(originals):
         blocks[i] = _Standin(b, sinks[i], last=i == len(originals) - 1)
     try:
-        device = next(model.parameters()).device
-        for i in range(0, input_ids.shape[0], batch_size):
-            try:
-                model(input_ids[i : i + batch_size].to(device), use_cache=False)
-            except _StopForward:
-                pass
+        _run_until_stopped(model, input_ids, batch_size)
     finally:
         for i, b in enumerate(originals):
             blocks[i] = b

@@ -37,6 +37,17 @@ METHODS = {
     "w4a8_fptq_sq": "FPTQ (SQ equalizer) W4A8",
     "w4a8_static": "static W4A8",
     "w4a8_dynamic": "dynamic W4A8",
+    "w4a16_rtn_g128_half": "RTN W4A16 g128 (half-range)",
+    "w4a8_dynamic_half": "dynamic W4A8 (half-range)",
+    "w4a16_rtn_g32_fzero": "RTN W4A16 g32 (float zero)",
+    "w4a16_gptq_g128_ao": "GPTQ W4A16 g128 act-order",
+    "w4a16_gptq_g128_ts": "GPTQ W4A16 g128 true-seq",
+    "w4a16_gptq_g128_mse": "GPTQ W4A16 g128 MSE",
+    "w4a16_gptq_g128_best": "GPTQ W4A16 g128 ao+ts+MSE",
+    "w4a8_fptq_linear": "FPTQ W4A8 + linear-fed LAE",
+    "w4a8_auto": "auto-policy W4A8",
+    "w4a8_auto_sq": "auto-policy W4A8 (SmoothQuant)",
+    "kv_only": "FP + KV cache",
 }
 TASK_NAMES = {
     "piqa": "PIQA",
@@ -189,7 +200,11 @@ def perplexity_table(rows: Sequence[Row], published: Optional[PublishedSet] = No
         fmt=lambda v, k="": f"{v:+.2f}" if k.startswith("gap_") else f"{v:.2f}",
         delta=lambda v: f"{v:+.2f}",
         notes=_ppl_notes(rows, sets),
-        extra=[("quantize_s", "quantize s", lambda v: f"{v:.0f}"), ("act_mix", "act layers", str)],
+        extra=[
+            ("quantize_s", "quantize s", lambda v: f"{v:.1f}" if v < 100 else f"{v:.0f}"),
+            ("act_mix", "act layers", str),
+            ("static_share", "static", lambda v: f"{100 * v:.0f}%"),
+        ],
     )
 
 
@@ -392,6 +407,11 @@ def _extra_value(r: Row, key: str):
     if key == "act_mix":
         mix = [f"{k[2:]}={int(r[k])}" for k in sorted(r) if k.startswith("n_") and _num(r[k]) is not None]
         return " ".join(mix) or None
+    if key == "static_share":  # of the layers with quantized activations: per-tensor static (+ LAE)
+        counts = {k[2:]: _num(v) or 0 for k, v in r.items() if k.startswith("n_") and k != "n_none"}
+        total = sum(counts.values())
+        static = counts.get("per_tensor_static", 0) + counts.get("lae_static", 0)
+        return static / total if total else None
     return _num(r.get(key))
 
 
