@@ -63,7 +63,8 @@ class CalibSpec:
     # or the float block's (one pass per block instead of two: about 2x faster, less faithful)
     propagate: str = "quantized"
     # a data-free scheme (QuantScheme.data_free) is not calibrated: it reads this many samples
-    # only to measure the per-layer report's output SQNR (0: skip it, and read no data)
+    # (of calib.seqlen tokens) only for the per-layer report's output SQNR, measured on up to 512
+    # token rows drawn from them per layer (0: skip it, and read no data)
     data_free_sample: int = 4
 
     def __post_init__(self):
