@@ -14,7 +14,7 @@ token at run time). `act.overrides` still apply last.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -34,10 +34,14 @@ if TYPE_CHECKING:
     from fptq.scheme import QuantScheme
 
 
-def output_sqnr(X: torch.Tensor, W: torch.Tensor, mode: LayerMode, scheme: QuantScheme) -> float:
-    """Output SQNR (dB) of one linear on rows X with RTN weights and activation mode `mode`."""
+def output_sqnr(
+    X: torch.Tensor, W: torch.Tensor, mode: LayerMode, scheme: QuantScheme, Wq: Optional[torch.Tensor] = None
+) -> float:
+    """Output SQNR (dB) of one linear on rows X with RTN weights and activation mode `mode`
+    (Wq: W already quantized, when the caller measures several modes on the same weights)."""
     act, w = scheme.act, scheme.weight
-    Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))
+    if Wq is None:
+        Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))
     if mode == LayerMode.DYNAMIC:
         Xq = fake_quant_act_per_token(X, act.bits, act.scale_rule)
     else:
@@ -58,7 +62,9 @@ def auto_modes(
     sq: Dict[str, Dict[LayerMode, float]] = {}
     for n, lin in linears.items():
         X, W = folder.stats[n].sample_tensor().float(), lin.weight.float()
-        sq[n] = {m: output_sqnr(X, W, m, scheme) for m in (LayerMode.DYNAMIC, LayerMode.STATIC)}
+        w = scheme.weight
+        Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))  # once for both modes
+        sq[n] = {m: output_sqnr(X, W, m, scheme, Wq) for m in (LayerMode.DYNAMIC, LayerMode.STATIC)}
     for g in groups:
         _, s_in = folder.scale(g, act.equalizer)
         for n in g.linears:
