@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from fptq.act import ActQuant
 from fptq.granularity import GroupLayout
+from fptq.kernels.configs import supported_group
 from fptq.kernels.reference import (
     PackedWeight,
     dequantize_packed,
@@ -33,7 +34,6 @@ from fptq.primitives import fake_quant_act_per_tensor, fake_quant_act_per_token
 
 BACKENDS = ("reference", "triton")
 KERNEL_W_BITS = (4, 8)
-KERNEL_GROUP_MULTIPLE = 32  # a group's K-blocks must tile it (kernels/gemm.py)
 FLOAT_BITS = 16  # w_bits of a layer whose weight stays float
 
 
@@ -217,14 +217,18 @@ class QuantLinear(nn.Module):
         return F.linear(self.quantize_input(x), self.dequantized_weight(x.dtype), bias)
 
     def _triton_forward(self, x: torch.Tensor) -> torch.Tensor:
-        from fptq.kernels.gemm import gemm
+        from fptq.kernels.gemm import FUSE_MAX_M, gemm, gemm_fused
         from fptq.kernels.quant_act import quant_act
 
         shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
         static = float(self.act_scale) if self.act_mode == ActQuant.STATIC else None
-        a_q, a_s = quant_act(x.reshape(-1, shape[-1]), static_scale=static, bits=self.act_bits)
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16
-        y = gemm(a_q, a_s, self.packed, bias=self.bias, out_dtype=out_dtype)
+        if static is not None and x2.shape[0] <= FUSE_MAX_M:  # decode: one launch
+            y = gemm_fused(x2, self.packed, static, bias=self.bias, out_dtype=out_dtype)
+        else:
+            a_q, a_s = quant_act(x2, static_scale=static, bits=self.act_bits)
+            y = gemm(a_q, a_s, self.packed, bias=self.bias, out_dtype=out_dtype)
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def extra_repr(self) -> str:
@@ -258,8 +262,8 @@ def kernel_constraint_errors(
         out.append("runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference")
     elif act_bits != 8:
         out.append(f"needs int8 activations, got {act_bits}-bit")
-    if not per_channel and group_size % KERNEL_GROUP_MULTIPLE:
-        out.append(f"needs a group size that is a multiple of {KERNEL_GROUP_MULTIPLE}, got {group_size}")
+    if not per_channel and not supported_group(group_size):
+        out.append(f"needs group size 32 or a multiple of 64 (kernels/configs.py), got {group_size}")
     return out
 
 

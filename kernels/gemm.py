@@ -1,198 +1,335 @@
 """W4A8 and W8A8 GEMM: C = (A_q * a_scale) @ dequant(W)^T, int8 x int8 -> int32 on the tensor cores.
 
-int4 weights are loaded packed (kernels/reference.py documents the layout) and unpacked to int8
-in registers: low nibbles multiply A's even columns, high nibbles its odd columns (two int8 dots
-of BLOCK_K/2 each). Per-channel: one int32 accumulator over all of K, scaled once in the
-epilogue. Per-group: each K-block lies inside one group (BLOCK_K divides the group size), so its
-int32 partial sum is scaled by that group's scale and added to a float32 accumulator.
-Asymmetric weights subtract zero * rowsum(A) per group.
+Weights are read in the packed format of kernels/reference.py (K-contiguous; int4 in 64-wide
+chunks whose halves share bytes). A K-tile of BLOCK_K loads one contiguous (BLOCK_N, BLOCK_K/2)
+byte slice per row; the high nibbles are `b & 0xF0` and the low ones `b << 4`, both 16 x the code,
+and the 1/16 is folded into the scale (on a GPU each is one 32-bit op on four bytes, inline PTX
+behind the ASM constexpr that the interpreter leaves off). The two halves multiply A's columns
+{64c + j} and {64c + 32 + j}, j < 32: contiguous 32-byte runs, so A needs no byte gathers.
+
+Accumulation: one int32 accumulator chained through the dots of a K-tile. Per output channel
+(GROUP = 0) it runs over all of K and is scaled once in the epilogue (the prefill fast path: no
+float accumulator in the loop). Per group it is scaled into a float32 accumulator once per tile
+(GROUP a multiple of BLOCK_K), or per half-tile for GROUP = 32 (BLOCK_K = 64: each half is a group).
+Asymmetric weights subtract z * rowsum(A) per group; zero points are int8, codes centred.
+
+Activations: int8 codes with one float32 scale per row (`gemm`), or (FUSE, decode-sized M, static
+per-tensor scale) float activations quantized inside the K loop (`gemm_fused`): one launch per
+linear. Per-token (dynamic) activations go through the one-pass `quant_act` first: fusing their
+absmax made the compiler quantize in the MMA operand layout, where the 4 warps repeat the A tile
+(2.3x the loop's instructions, measured with the sm_90a tier).
+
+Split-K (decode shapes give too few (M, N) tiles to fill the GPU): SPLIT_K programs per tile each
+add a partial result into a float32 workspace with relaxed atomics, then count themselves on a
+per-tile semaphore; the last one reads the sum, adds the bias, casts, stores, and leaves the
+workspace and the semaphore zeroed for the next call (one launch, one reduce-and-cast).
+
 On CPU set TRITON_INTERPRET=1 before importing this module (one config, no autotuning).
 """
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from . import configs as _cfg
 from .reference import PackedWeight, storage_bits
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = _cfg.INTERPRET
+FUSE_MAX_M = 16  # activation quantization runs inside the GEMM up to this many rows
 
 
-def _configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
-    cfgs = []
-    for bm, bn, bk, w, s in [
-        # decode (M <= 16)
-        (16, 64, 128, 4, 4),
-        (16, 128, 128, 4, 4),
-        (16, 64, 256, 4, 3),
-        (16, 32, 128, 4, 5),
-        (16, 128, 64, 4, 5),
-        # mid
-        (32, 128, 128, 4, 4),
-        (64, 128, 128, 4, 4),
-        (64, 64, 128, 4, 4),
-        # prefill
-        (128, 128, 128, 8, 3),
-        (128, 256, 128, 8, 3),
-        (256, 128, 128, 8, 3),
-        (128, 128, 64, 4, 4),
-    ]:
-        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s))
-    return cfgs
+@triton.jit
+def _unpack_lo(b, ASM: tl.constexpr):
+    """Low nibbles of int8 bytes as int8 16 x code."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b32 t; shl.b32 t, $1, 4; and.b32 $0, t, 0xF0F0F0F0; }",
+            "=r,r",
+            [b],
+            dtype=tl.int8,
+            is_pure=True,
+            pack=4,
+        )
+    else:
+        return (b << 4).to(tl.int8)
 
 
-def _prune(configs, named_args, **kwargs):
-    group = kwargs.get("GROUP", named_args.get("GROUP", 0))
-    M = named_args["M"]
-    out = [c for c in configs if group <= 0 or group % c.kwargs["BLOCK_K"] == 0]
-    small = [c for c in out if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(M))]
-    return small or out
+@triton.jit
+def _unpack_hi(b, ASM: tl.constexpr):
+    """High nibbles of int8 bytes as int8 16 x code."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "and.b32 $0, $1, 0xF0F0F0F0;", "=r,r", [b], dtype=tl.int8, is_pure=True, pack=4
+        )
+    else:
+        return b & -16
 
 
-@triton.autotune(
-    configs=_configs(),
-    key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "SPLIT_K"],
-    prune_configs_by={"early_config_prune": _prune},
-    reset_to_zero=["C"],
-)
+@triton.jit
+def _round_half_even(x, ASM: tl.constexpr):
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "cvt.rni.f32.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        # floor(x + 0.5), minus one where x sat exactly on a tie and the result is odd (portable)
+        q = tl.floor(x + 0.5)
+        odd = (q - 2.0 * tl.floor(q * 0.5)) != 0.0
+        return tl.where(((q - x) == 0.5) & odd, q - 1.0, q)
+
+
+@triton.jit
+def _act_tile(X, rm, cols, m_ok, k_ok, stride_xm, inv, FUSE: tl.constexpr, ASM: tl.constexpr):
+    """An int8 (BLOCK_M, len(cols)) tile of A: loaded, or (FUSE) loaded as float and quantized
+    with the reciprocal of the static scale (round half to even, clamp to [-128, 127])."""
+    ptrs = X + rm[:, None] * stride_xm + cols[None, :]
+    if FUSE:
+        x = tl.load(ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        q = _round_half_even(x * inv, ASM)
+        return tl.minimum(tl.maximum(q, -128.0), 127.0).to(tl.int8)
+    else:
+        return tl.load(ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0)
+
+
+@triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})
 @triton.jit
 def _gemm_kernel(
-    A,
-    B,
-    C,
-    AS,
-    WS,
-    WZ,
+    X,  # (M, K) int8 codes, or float activations if FUSE
+    B,  # packed codes: (N, KB) int8
+    C,  # (M, N) out
+    XS,  # (M,) float32 activation scales (not FUSE)
+    WS,  # (n_groups, N) scales
+    WZ,  # (n_groups, N) int8 centred zero points (ASYM)
     BIAS,
+    WSP,  # (M, N) float32 split-K workspace, zero between calls
+    CNT,  # (tiles,) int32 split-K semaphores, zero between calls
     M,
     N,
     K,
-    M_BUCKET,
-    stride_am,
-    stride_ak,
-    stride_bk,
-    stride_bn,
+    KB,  # bytes per packed row
+    M_BUCKET,  # the autotuning key's bucket of M (unused in the body)
+    stride_xm,
     stride_cm,
-    stride_cn,
-    stride_sg,
-    stride_sn,
-    GROUP: tl.constexpr,
-    W_BITS: tl.constexpr,
+    static_scale,  # FUSE and STATIC: the per-tensor activation scale
+    GROUP: tl.constexpr,  # 0: per output channel
+    W_BITS: tl.constexpr,  # stored bits: 4 or 8
     ASYM: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    RAW: tl.constexpr,
+    RAW: tl.constexpr,  # store the exact int32 accumulators sum a (q - z) (per channel only)
+    FUSE: tl.constexpr,
+    ASM: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_k = tl.program_id(2)
-    # split-K (decode): program pid_k covers a BLOCK_K-aligned slice of K and atomically adds its
-    # scaled partial result into a zeroed float32 output
-    k_per = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
-    k_lo = pid_k * k_per
-    k_hi = tl.minimum(k_lo + k_per, K)
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    n_tiles_n = tl.cdiv(N, BLOCK_N)
+    pid_m = pid // n_tiles_n
+    pid_n = pid % n_tiles_n
+    HALF: tl.constexpr = BLOCK_K // 2
+    MUL: tl.constexpr = 16 if W_BITS == 4 else 1  # unpacked int4 codes are 16 x code
+    HALF_GROUPS: tl.constexpr = GROUP > 0 and GROUP < BLOCK_K  # GROUP = 32, BLOCK_K = 64
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = rm < M
     n_ok = rn < N
-    acc_f = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    rowsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
-    HALF: tl.constexpr = BLOCK_K // 2
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        if W_BITS == 4:
-            rk2 = k0 // 2 + tl.arange(0, HALF)
-            ke = 2 * rk2
-            ko = ke + 1
-            a_e = tl.load(
-                A + rm[:, None] * stride_am + ke[None, :] * stride_ak,
-                mask=m_ok[:, None] & (ke[None, :] < K),
-                other=0,
-            )
-            a_o = tl.load(
-                A + rm[:, None] * stride_am + ko[None, :] * stride_ak,
-                mask=m_ok[:, None] & (ko[None, :] < K),
-                other=0,
-            )
-            b = tl.load(
-                B + rk2[:, None] * stride_bk + rn[None, :] * stride_bn,
-                mask=(ke[:, None] < K) & n_ok[None, :],
-                other=0,
-            )
-            if ASYM:
-                lo = (b & 0xF).to(tl.int8)
-                hi = ((b >> 4) & 0xF).to(tl.int8)
-            else:
-                lo = ((b << 4).to(tl.int8) >> 4).to(tl.int8)
-                hi = (b >> 4).to(tl.int8)
-            part = tl.dot(a_e, lo, out_dtype=tl.int32) + tl.dot(a_o, hi, out_dtype=tl.int32)
-            if ASYM:
-                bsum = tl.sum(a_e.to(tl.int32), axis=1) + tl.sum(a_o.to(tl.int32), axis=1)
-        else:
-            rk = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(
-                A + rm[:, None] * stride_am + rk[None, :] * stride_ak,
-                mask=m_ok[:, None] & (rk[None, :] < K),
-                other=0,
-            )
-            b = tl.load(
-                B + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
-                mask=(rk[:, None] < K) & n_ok[None, :],
-                other=0,
-            )
-            part = tl.dot(a, b, out_dtype=tl.int32)
-            if ASYM:
-                bsum = tl.sum(a.to(tl.int32), axis=1)
-        if GROUP > 0:
-            g = k0 // GROUP
-            ws = tl.load(WS + g * stride_sg + rn * stride_sn, mask=n_ok, other=0.0)
-            if ASYM:
-                z = tl.load(WZ + g * stride_sg + rn * stride_sn, mask=n_ok, other=0)
-                part = part - bsum[:, None] * z[None, :]
-            acc_f += part.to(tl.float32) * ws[None, :]
-        else:
-            acc_i += part
-            if ASYM:
-                rowsum += bsum
-    if GROUP <= 0:
-        if ASYM:
-            z = tl.load(WZ + rn * stride_sn, mask=n_ok, other=0)
-            acc_i = acc_i - rowsum[:, None] * z[None, :]
-    c_ptrs = C + rm[:, None] * stride_cm + rn[None, :] * stride_cn
-    c_mask = m_ok[:, None] & n_ok[None, :]
-    if RAW:
-        tl.store(c_ptrs, acc_i, mask=c_mask)
+    j = tl.arange(0, HALF)
+    klo = (j // 32) * 64 + j % 32  # A's columns under the low nibbles (the high ones: + 32)
+    # this program's K range: whole tiles, split evenly
+    tiles = tl.cdiv(K, BLOCK_K)
+    per = tl.cdiv(tiles, SPLIT_K)
+    k_begin = pid_k * per * BLOCK_K
+    k_end = tl.minimum(k_begin + per * BLOCK_K, K)
+
+    # per-row activation scales: given, or (FUSE) the static per-tensor scale
+    if FUSE:
+        xs = tl.zeros((BLOCK_M,), tl.float32) + static_scale
+        inv = 1.0 / static_scale
     else:
-        if GROUP <= 0:
-            ws = tl.load(WS + rn * stride_sn, mask=n_ok, other=0.0)
-            acc_f = acc_i.to(tl.float32) * ws[None, :]
-        a_s = tl.load(AS + rm, mask=m_ok, other=0.0)
-        out = acc_f * a_s[:, None]
-        if HAS_BIAS:
-            bias = tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)
-            out += tl.where(pid_k == 0, bias, 0.0)[None, :]  # added once across the K splits
-        if SPLIT_K > 1:
-            tl.atomic_add(c_ptrs, out, mask=c_mask)
+        xs = tl.load(XS + rm, mask=m_ok, other=0.0)
+        inv = 1.0  # unused
+
+    acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    acc_f = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    rowsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for k0 in range(k_begin, k_end, BLOCK_K):
+        c_lo = k0 + klo
+        c_hi = c_lo + 32
+        if EVEN_K:
+            lo_ok = c_lo >= 0
+            hi_ok = lo_ok
         else:
+            lo_ok = c_lo < K
+            hi_ok = c_hi < K
+        a_lo = _act_tile(X, rm, c_lo, m_ok, lo_ok, stride_xm, inv, FUSE, ASM)
+        a_hi = _act_tile(X, rm, c_hi, m_ok, hi_ok, stride_xm, inv, FUSE, ASM)
+        if W_BITS == 4:
+            cb = k0 // 2 + j
+            b = tl.load(B + rn[:, None] * KB + cb[None, :], mask=n_ok[:, None] & (cb[None, :] < KB), other=0)
+            w_lo = _unpack_lo(b, ASM)
+            w_hi = _unpack_hi(b, ASM)
+        else:
+            w_lo = tl.load(B + rn[:, None] * KB + c_lo[None, :], mask=n_ok[:, None] & lo_ok[None, :], other=0)
+            w_hi = tl.load(B + rn[:, None] * KB + c_hi[None, :], mask=n_ok[:, None] & hi_ok[None, :], other=0)
+        if HALF_GROUPS:
+            d_lo = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
+            d_hi = tl.dot(a_hi, tl.trans(w_hi), out_dtype=tl.int32)
+            g = k0 // GROUP
+            s_lo = tl.load(WS + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            h_ok = n_ok & (rn * 0 + k0 + 32 < K)  # a ragged K may end inside the first half
+            s_hi = tl.load(WS + (g + 1) * N + rn, mask=h_ok, other=0.0).to(tl.float32)
+            if ASYM:
+                z_lo = tl.load(WZ + g * N + rn, mask=n_ok, other=0).to(tl.int32)
+                z_hi = tl.load(WZ + (g + 1) * N + rn, mask=h_ok, other=0).to(tl.int32)
+                r_lo = tl.sum(a_lo.to(tl.int32), axis=1)
+                r_hi = tl.sum(a_hi.to(tl.int32), axis=1)
+                d_lo -= MUL * r_lo[:, None] * z_lo[None, :]
+                d_hi -= MUL * r_hi[:, None] * z_hi[None, :]
+            acc_f += d_lo.to(tl.float32) * s_lo[None, :] + d_hi.to(tl.float32) * s_hi[None, :]
+        else:
+            if GROUP > 0:
+                acc_i = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
+            else:
+                acc_i = tl.dot(a_lo, tl.trans(w_lo), acc_i, out_dtype=tl.int32)
+            acc_i = tl.dot(a_hi, tl.trans(w_hi), acc_i, out_dtype=tl.int32)
+            if ASYM:
+                rs = tl.sum(a_lo.to(tl.int32), axis=1) + tl.sum(a_hi.to(tl.int32), axis=1)
+            if GROUP > 0:
+                g = k0 // GROUP
+                s = tl.load(WS + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+                if ASYM:
+                    z = tl.load(WZ + g * N + rn, mask=n_ok, other=0).to(tl.int32)
+                    acc_i -= MUL * rs[:, None] * z[None, :]
+                acc_f += acc_i.to(tl.float32) * s[None, :]
+            elif ASYM:
+                rowsum += rs
+
+    # epilogue
+    c_mask = m_ok[:, None] & n_ok[None, :]
+    c_ptrs = C + rm[:, None] * stride_cm + rn[None, :]
+    if GROUP == 0:
+        if ASYM:
+            z = tl.load(WZ + rn, mask=n_ok, other=0).to(tl.int32)
+            acc_i -= MUL * rowsum[:, None] * z[None, :]
+        if RAW:
+            tl.store(c_ptrs, acc_i // MUL, mask=c_mask)
+        s = tl.load(WS + rn, mask=n_ok, other=0.0).to(tl.float32)
+        acc_f = acc_i.to(tl.float32) * s[None, :]
+    if not RAW:
+        out = acc_f * (xs * (1.0 / MUL))[:, None]
+        if SPLIT_K == 1:
+            if HAS_BIAS:
+                out += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(c_ptrs, out.to(C.dtype.element_ty), mask=c_mask)
+        else:
+            w_ptrs = WSP + rm[:, None] * N + rn[None, :]
+            tl.atomic_add(w_ptrs, out, mask=c_mask, sem="relaxed")
+            tl.debug_barrier()  # every thread's partial is issued before the count (CTA order)
+            done = tl.atomic_add(CNT + pid, 1, sem="acq_rel")
+            if done == SPLIT_K - 1:  # the last program of this tile reduces and casts
+                total = tl.load(w_ptrs, mask=c_mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+                tl.store(c_ptrs, total.to(C.dtype.element_ty), mask=c_mask)
+                tl.store(w_ptrs, tl.zeros((BLOCK_M, BLOCK_N), tl.float32), mask=c_mask)
+                tl.atomic_xchg(CNT + pid, 0, sem="relaxed")
 
 
-def _bucket(M: int) -> int:
-    return min(triton.next_power_of_2(max(M, 1)), 4096)
+_gemm = triton.autotune(
+    configs=_cfg.gemm_configs(),
+    key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "FUSE", "ASYM"],
+    prune_configs_by={"early_config_prune": _cfg.prune},
+)(_gemm_kernel)
 
 
-def default_split_k(M: int, N: int, K: int) -> int:
-    """Decode shapes give too few (M, N) tiles to fill the GPU: split K across programs."""
-    if INTERPRET or M > 16:
-        return 1
-    return max(1, min(8, K // 1024))
+class _Scratch:
+    """Split-K workspace and semaphores per device: zeroed once, left zeroed by every call."""
+
+    def __init__(self):
+        self.bufs = {}
+
+    def get(self, device, n_out: int, n_tiles: int):
+        key = str(device)
+        ws, cnt = self.bufs.get(key, (None, None))
+        if ws is None or ws.numel() < n_out:
+            ws = torch.zeros(max(n_out, 1 << 16), dtype=torch.float32, device=device)
+        if cnt is None or cnt.numel() < n_tiles:
+            cnt = torch.zeros(max(n_tiles, 1 << 12), dtype=torch.int32, device=device)
+        self.bufs[key] = (ws, cnt)
+        return ws, cnt
+
+
+_SCRATCH = _Scratch()
+
+
+def _check(x: torch.Tensor, w: PackedWeight, raw: bool) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"activations must be 2-D (M, K), got {tuple(x.shape)}")
+    if x.shape[1] != w.in_features:
+        raise ValueError(f"K mismatch: activations have {x.shape[1]}, weight has {w.in_features}")
+    if raw and not w.per_channel:
+        raise ValueError("raw int32 accumulators are defined for per-channel weights only")
+    if not w.per_channel and not _cfg.supported_group(w.group_size):
+        raise ValueError(f"kernel group size must be 32 or a multiple of 64, got {w.group_size}")
+    if w.zero is not None and w.zero.is_floating_point():
+        raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
+
+
+def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, static_scale, tile=None):
+    M, K = x.shape
+    N = w.out_features
+    x = x if x.stride(1) == 1 else x.contiguous()
+    out = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=x.device)
+    group = 0 if w.per_channel else w.group_size
+    bits = storage_bits(w.bits)
+    forced = None if split_k is None else int(split_k)
+    if raw:
+        forced = 1
+    max_tiles = triton.cdiv(M, 16) * triton.cdiv(N, 16)
+    wsp, cnt = _SCRATCH.get(x.device, M * N, max_tiles)
+    zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric
+    kwargs = {}
+    if INTERPRET or forced is not None or tile is not None:
+        cfg = _cfg.pick(M, N, K, group, bits, forced, tile)
+        kwargs = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        kernel = _gemm_kernel
+    else:
+        kernel = _gemm
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+    kernel[grid](
+        x,
+        w.data,
+        out,
+        x_scale if x_scale is not None else w.scale,
+        w.scale,
+        zero,
+        bias if bias is not None else w.scale,
+        wsp,
+        cnt,
+        M,
+        N,
+        K,
+        w.data.shape[1],
+        _cfg.bucket(M),
+        x.stride(0),
+        out.stride(0),
+        float(static_scale) if static_scale is not None else 1.0,
+        GROUP=group,
+        W_BITS=bits,
+        ASYM=w.zero is not None,
+        HAS_BIAS=bias is not None,
+        RAW=raw,
+        FUSE=fuse,
+        ASM=not INTERPRET,
+        **kwargs,
+    )
+    return out
 
 
 def gemm(
@@ -203,61 +340,28 @@ def gemm(
     out_dtype=torch.float16,
     raw: bool = False,
     split_k=None,
+    tile=None,
 ):
     """a_q: (M, K) int8, a_scale: (M,) float32 -> (M, N) out_dtype, or int32 accumulators if raw.
 
     raw=True (per-channel weights only) returns the exact int32 accumulators sum_k a * (q - z).
-    split_k: programs along K (None: a heuristic, >1 only for decode-sized M on a GPU).
+    split_k: programs along K (None: autotuned on a GPU, fptq.kernels.configs.pick otherwise).
+    tile: a fptq.kernels.configs.GPU_TILES entry to run instead (tests run each under the interpreter).
     """
-    if a_q.dtype != torch.int8 or a_q.dim() != 2:
-        raise ValueError("a_q must be a 2-D int8 tensor")
-    M, K = a_q.shape
-    if K != w.in_features:
-        raise ValueError(f"K mismatch: activations have {K}, weight has {w.in_features}")
-    if raw and not w.per_channel:
-        raise ValueError("raw int32 accumulators are defined for per-channel weights only")
-    N = w.out_features
-    split = 1 if raw else (default_split_k(M, N, K) if split_k is None else int(split_k))
-    if split > 1:
-        c = torch.zeros((M, N), dtype=torch.float32, device=a_q.device)
-    else:
-        c = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=a_q.device)
-    group = 0 if w.per_channel else w.group_size  # GROUP=0: one int32 accumulator over all of K
-    if group > 0 and group % 32:
-        raise ValueError(f"kernel group size must be a multiple of 32, got {group}")
-    if w.zero is not None and w.zero.is_floating_point():
-        raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
-    zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric
-    bias_t = bias if bias is not None else w.scale
+    if a_q.dtype != torch.int8:
+        raise ValueError("a_q must be int8")
+    _check(a_q, w, raw)
+    return _launch(a_q, a_scale.float().contiguous(), w, bias, out_dtype, raw, split_k, False, None, tile)
 
-    def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), split)
 
-    _gemm_kernel[grid](
-        a_q,
-        w.data,
-        c,
-        a_scale,
-        w.scale,
-        zero,
-        bias_t,
-        M,
-        N,
-        K,
-        _bucket(M),
-        a_q.stride(0),
-        a_q.stride(1),
-        w.data.stride(0),
-        w.data.stride(1),
-        c.stride(0),
-        c.stride(1),
-        w.scale.stride(0),
-        w.scale.stride(1),
-        GROUP=group,
-        W_BITS=storage_bits(w.bits),
-        ASYM=w.zero is not None,
-        HAS_BIAS=bias is not None,
-        RAW=raw,
-        SPLIT_K=split,
-    )
-    return c.to(out_dtype) if split > 1 else c
+def gemm_fused(
+    x: torch.Tensor, w: PackedWeight, static_scale: float, bias=None, out_dtype=None, split_k=None, tile=None
+):
+    """Quantize x (M, K) float to int8 with a static per-tensor scale inside the GEMM and multiply:
+    one launch. Meant for decode-sized M (<= FUSE_MAX_M)."""
+    if not x.is_floating_point():
+        raise ValueError("gemm_fused takes float activations")
+    if static_scale is None:
+        raise ValueError("gemm_fused needs a static activation scale; quantize per token with quant_act")
+    _check(x, w, False)
+    return _launch(x, None, w, bias, out_dtype or x.dtype, False, split_k, True, static_scale, tile)

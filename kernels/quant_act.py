@@ -1,4 +1,8 @@
-"""Fused int8 activation quantization: one program per row (token).
+"""Fused int8 activation quantization: one program per row (token), one pass over it.
+
+The whole row is loaded once into registers (rows up to ONE_PASS_MAX wide: every LLaMA-2/3
+width), its absmax taken and the codes stored: one read and one write of the activations. Wider
+rows fall back to two passes (absmax, then quantize).
 
 Per-token dynamic: absmax over the row, scale = absmax / 127, q = round(x / scale).
 Per-tensor static: the given scale. Rounds half to even, as `torch.round` and
@@ -9,6 +13,20 @@ On CPU set TRITON_INTERPRET=1 before importing this module.
 import torch
 import triton
 import triton.language as tl
+
+ONE_PASS_MAX = 32768
+
+
+@triton.jit
+def _quantize(x, inv, QMAX: tl.constexpr):
+    """int8 codes of x * inv, rounded half to even: floor(y + 0.5), minus one where y sat exactly on
+    a tie and the result is odd (portable: no libdevice, runs in the interpreter too)."""
+    y = x * inv
+    q = tl.floor(y + 0.5)
+    odd = (q - 2.0 * tl.floor(q * 0.5)) != 0.0
+    q = tl.where(((q - y) == 0.5) & odd, q - 1.0, q)
+    q = tl.minimum(tl.maximum(q, -QMAX - 1), QMAX)
+    return q.to(tl.int8)
 
 
 @triton.jit
@@ -22,32 +40,44 @@ def _quant_act_kernel(
     static_scale,
     QMAX: tl.constexpr,
     STATIC: tl.constexpr,
+    ONE_PASS: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     row = tl.program_id(0)
     x_row = X + row * stride_xm
     q_row = Q + row * stride_qm
-    if STATIC:
-        scale = static_scale
+    if ONE_PASS:
+        rk = tl.arange(0, BLOCK_K)
+        x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32)
+        if STATIC:
+            scale = static_scale
+        else:
+            scale = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-8) / QMAX
+        tl.store(S + row, scale)
+        tl.store(q_row + rk, _quantize(x, 1.0 / scale, QMAX), mask=rk < K)
     else:
-        amax = tl.zeros((BLOCK_K,), tl.float32)
+        if STATIC:
+            scale = static_scale
+        else:
+            amax = tl.zeros((BLOCK_K,), tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                rk = k0 + tl.arange(0, BLOCK_K)
+                x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32)
+                amax = tl.maximum(amax, tl.abs(x))
+            scale = tl.maximum(tl.max(amax, axis=0), 1e-8) / QMAX
+        tl.store(S + row, scale)
+        inv = 1.0 / scale
         for k0 in range(0, K, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32)
-            amax = tl.maximum(amax, tl.abs(x))
-        scale = tl.maximum(tl.max(amax, axis=0), 1e-8) / QMAX
-    tl.store(S + row, scale)
-    inv = 1.0 / scale
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32) * inv
-        # round half to even: floor(x + 0.5), minus one where x sat exactly on a tie and the
-        # result is odd (portable: no libdevice, runs in the interpreter too)
-        q = tl.floor(x + 0.5)
-        odd = (q - 2.0 * tl.floor(q * 0.5)) != 0.0
-        q = tl.where(((q - x) == 0.5) & odd, q - 1.0, q)
-        q = tl.minimum(tl.maximum(q, -QMAX - 1), QMAX)
-        tl.store(q_row + rk, q.to(tl.int8), mask=rk < K)
+            tl.store(q_row + rk, _quantize(x, inv, QMAX), mask=rk < K)
+
+
+def launch_params(K: int, block_k: int = 1024):
+    """(one pass?, BLOCK_K, num_warps) for rows of K: the whole row in one block when it fits."""
+    whole = triton.next_power_of_2(K)
+    one_pass = whole <= ONE_PASS_MAX
+    return one_pass, whole if one_pass else min(block_k, whole), max(4, min(16, whole // 2048))
 
 
 def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 1024):
@@ -58,7 +88,7 @@ def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 
     M, K = x.shape
     q = torch.empty((M, K), dtype=torch.int8, device=x.device)
     s = torch.empty((M,), dtype=torch.float32, device=x.device)
-    block = min(block_k, triton.next_power_of_2(K))
+    one_pass, block, warps = launch_params(K, block_k)
     _quant_act_kernel[(M,)](
         x,
         q,
@@ -69,6 +99,8 @@ def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 
         float(static_scale) if static_scale is not None else 1.0,
         QMAX=2 ** (bits - 1) - 1,
         STATIC=static_scale is not None,
+        ONE_PASS=one_pass,
         BLOCK_K=block,
+        num_warps=warps,
     )
     return q, s

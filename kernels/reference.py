@@ -3,14 +3,19 @@
 One format, read by the Triton kernels and by `fptq.qlinear.QuantLinear` (whose buffers are these
 tensors) and written as-is into saved checkpoints (`fptq.checkpoint`):
 
-- codes, 2..4-bit (stored in nibbles): (ceil(K / 2), N) int8, row-major; byte [k2, n] holds
-  W[n, 2*k2] in its low nibble and W[n, 2*k2 + 1] in its high nibble: two's complement if
-  symmetric, unsigned 0..2^b-1 if asymmetric. A K-tile of the GEMM loads a contiguous
-  (BLOCK_K / 2, BLOCK_N) tile and multiplies its low nibbles with A's even columns and its high
-  nibbles with the odd ones.
-- codes, 5..8-bit: (K, N) int8 = W^T. Asymmetric codes are stored centred, q - 2^(b-1), and so
-  are their zero points: (q - 2^(b-1)) - (z - 2^(b-1)) = q - z, so 8-bit codes 0..255 never wrap
-  and the GEMM needs no special case.
+- codes, 2..4-bit (stored in nibbles), K-contiguous: (N, 32 * ceil(K / 64)) int8. Along K the
+  codes are cut into chunks of PAIR = 64; byte [n, 32 c + j] holds W[n, 64 c + j] in its low nibble
+  and W[n, 64 c + 32 + j] in its high nibble (two's complement; K is padded with zero codes to a
+  multiple of 64). A K-tile of the GEMM loads one contiguous (BLOCK_N, BLOCK_K / 2) slice of each
+  row; its low nibbles multiply A's columns {64 c + j} and its high nibbles {64 c + 32 + j}: both
+  halves of A are runs of 32 contiguous bytes (no byte gathers), and each half is an int8 dot of
+  K = 32 (the int8 MMA's K). Unpacking is one AND for the high nibbles and a shift for the low
+  ones: the kernel keeps 16 x code and folds 1/16 into the scale. K-contiguous B is what the int8
+  wgmma of Hopper reads (K-major); a group of 32 is one half-chunk, so g32 runs too.
+- codes, 5..8-bit: (N, K) int8, the weight's own layout (K-contiguous).
+- asymmetric codes of every width are stored centred, q - 2^(b-1), and so are their zero points:
+  (q - 2^(b-1)) - (z - 2^(b-1)) = q - z, so codes 0..2^b - 1 never wrap, one signed unpack serves
+  both, and the GEMM needs no special case.
 - scales: (n_groups, N), a float dtype (the model's, or float32 by option).
 - zeros: None (symmetric); (n_groups, N) int8 (integer zero points, centred as the codes are);
   or (n_groups, N) float (a float zero point: the range is exactly [min, max]).
@@ -27,7 +32,9 @@ from typing import Optional
 
 import torch
 
-FORMAT_VERSION = 1  # bump when the layout above changes; saved checkpoints record it
+FORMAT_VERSION = 2  # bump when the layout above changes; saved checkpoints record it
+# 1: int4 (ceil(K/2), N) with adjacent K pairs, asymmetric int4 codes unsigned. 2: the layout above.
+PAIR = 64  # K-chunk whose halves share bytes (int4)
 
 
 def storage_bits(bits: int) -> int:
@@ -38,13 +45,13 @@ def storage_bits(bits: int) -> int:
 
 
 def code_offset(bits: int, symmetric: bool) -> int:
-    """What is subtracted from asymmetric byte-stored codes (and zeros) so they fit int8."""
-    return 0 if symmetric or storage_bits(bits) == 4 else 2 ** (bits - 1)
+    """What is subtracted from asymmetric codes (and zeros) before storing: they are kept centred."""
+    return 0 if symmetric else 2 ** (bits - 1)
 
 
 @dataclass
 class PackedWeight:
-    data: torch.Tensor  # (ceil(K/2), N) int8 for <= 4-bit, (K, N) int8 for 5..8-bit
+    data: torch.Tensor  # (N, 32 * ceil(K/64)) int8 for <= 4-bit, (N, K) int8 for 5..8-bit
     scale: torch.Tensor  # (n_groups, N) float
     zero: Optional[torch.Tensor]  # (n_groups, N) int8 or float, or None (symmetric)
     bits: int
@@ -58,31 +65,31 @@ class PackedWeight:
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """q: (N, K) integer codes in [-8, 7] (symmetric) or [0, 15] (asymmetric) -> (ceil(K/2), N) int8.
+    """q: (N, K) integer codes in [-8, 7] -> (N, 32 * ceil(K / 64)) int8 (the layout above).
     (int8 arithmetic: a left shift wraps in two's complement, as a nibble should.)"""
     N, K = q.shape
     q = q.to(torch.int8)
-    if K % 2:
-        q = torch.cat([q, torch.zeros(N, 1, dtype=torch.int8, device=q.device)], 1)
-    byte = (q[:, 0::2] & 0x0F) | torch.bitwise_left_shift(q[:, 1::2], 4)
-    return byte.T.contiguous()
+    pad = -K % PAIR
+    if pad:
+        q = torch.cat([q, torch.zeros(N, pad, dtype=torch.int8, device=q.device)], 1)
+    c = q.view(N, -1, 2, PAIR // 2)  # (N, chunks, half, 32)
+    byte = (c[:, :, 0] & 0x0F) | torch.bitwise_left_shift(c[:, :, 1], 4)
+    return byte.reshape(N, -1).contiguous()
 
 
-def unpack_int4(packed: torch.Tensor, K: int, signed: bool = True) -> torch.Tensor:
-    """Inverse of pack_int4: (ceil(K/2), N) int8 -> (N, K) int8 codes (int8 arithmetic throughout:
-    no wider temporaries)."""
-    b = packed.T
-    if signed:  # arithmetic shifts sign-extend each nibble
-        lo, hi = torch.bitwise_left_shift(b, 4) >> 4, b >> 4
-    else:
-        lo, hi = b & 0x0F, (b >> 4) & 0x0F
-    return torch.stack([lo, hi], -1).reshape(b.shape[0], -1)[:, :K]
+def unpack_int4(packed: torch.Tensor, K: int) -> torch.Tensor:
+    """Inverse of pack_int4: (N, 32 * ceil(K / 64)) int8 -> (N, K) int8 codes (arithmetic shifts
+    sign-extend each nibble; int8 arithmetic throughout)."""
+    N = packed.shape[0]
+    b = packed.view(N, -1, PAIR // 2)
+    lo, hi = torch.bitwise_left_shift(b, 4) >> 4, b >> 4
+    return torch.stack([lo, hi], 2).reshape(N, -1)[:, :K]
 
 
 def packed_shape(out_features: int, in_features: int, bits: int) -> tuple:
     """Shape of the stored codes of an (out, in) weight."""
-    rows = (in_features + 1) // 2 if storage_bits(bits) == 4 else in_features
-    return (rows, out_features)
+    cols = (PAIR // 2) * -(-in_features // PAIR) if storage_bits(bits) == 4 else in_features
+    return (out_features, cols)
 
 
 def pack_weight(
@@ -105,10 +112,8 @@ def pack_weight(
         raise ValueError(f"group_size must be in [1, K={K}], got {group_size}")
     symmetric = zero is None
     off = code_offset(bits, symmetric)
-    if storage_bits(bits) == 4:
-        data = pack_int4(q)
-    else:
-        data = (q.to(torch.int32) - off).to(torch.int8).T.contiguous()
+    centred = (q.to(torch.int32) - off).to(torch.int8)
+    data = pack_int4(centred) if storage_bits(bits) == 4 else centred.contiguous()
     sdt = scale_dtype or torch.float32
     z = None
     if zero is not None:
@@ -118,10 +123,10 @@ def pack_weight(
 
 
 def weight_codes(w: PackedWeight) -> torch.Tensor:
-    """(N, K) stored integer codes of a packed weight (asymmetric byte codes stay centred)."""
+    """(N, K) stored integer codes of a packed weight (asymmetric codes stay centred)."""
     if storage_bits(w.bits) == 4:
-        return unpack_int4(w.data, w.in_features, signed=w.zero is None)
-    return w.data.T.contiguous()
+        return unpack_int4(w.data, w.in_features)
+    return w.data
 
 
 def group_index(w: PackedWeight) -> torch.Tensor:

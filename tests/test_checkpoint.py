@@ -10,6 +10,7 @@ import yaml
 
 from fptq import checkpoint as ckpt
 from fptq.checkpoint import load_quantized, save_quantized
+from fptq.kernels.reference import FORMAT_VERSION
 from fptq.models import ModelSpec, load_model
 from fptq.onload import CheckpointError
 from fptq.pipeline import quantize_model
@@ -118,7 +119,7 @@ def test_scheme_mismatch_names_the_fields(saved):
     with pytest.raises(CheckpointError, match=r"weight.bits: checkpoint 4, run 8") as e:
         ckpt.check_scheme(folder, other)
     assert "'w4a8_fptq'" in str(e.value) and "'w8a8_rtn'" in str(e.value)
-    assert ckpt.check_scheme(folder, replace(scheme, name="renamed"))["format_version"] == 1
+    assert ckpt.check_scheme(folder, replace(scheme, name="renamed"))["format_version"] == FORMAT_VERSION == 2
 
 
 def _edit_config(folder, tmp_path, **changes):
@@ -134,8 +135,10 @@ def _edit_config(folder, tmp_path, **changes):
 
 def test_other_format_version_or_method_is_refused(saved, tmp_path):
     folder, _, _ = saved
-    with pytest.raises(CheckpointError, match="format version 0.*reads version 1"):
-        load_quantized(_edit_config(folder, tmp_path, format_version=0))
+    with pytest.raises(CheckpointError, match="format version 1.*reads version 2"):
+        load_quantized(
+            _edit_config(folder, tmp_path, format_version=1)
+        )  # the layout before the K-contiguous one
     with pytest.raises(CheckpointError, match="'compressed-tensors' format"):
         load_quantized(_edit_config(folder, tmp_path / "b", quant_method="compressed-tensors"))
 

@@ -58,7 +58,7 @@ def test_triton_without_a_gpu_and_unsupported_scheme(tmp_path, monkeypatch):
     q = QuantScheme(name="w4a16", weight=WeightSpec(bits=4, group_size=16))
     probs = _problems(_spec(tmp_path, quant=q, backend="triton"))
     assert any("backend=triton needs a CUDA device" in p for p in probs)
-    assert any("multiple of 32" in p for p in probs)
+    assert any("group size 32 or a multiple of 64" in p for p in probs)
     assert any("int8 activations" in p for p in probs)
 
 

@@ -25,21 +25,24 @@ def _act_ref(x):
     return q.to(torch.int8), s.squeeze(-1)
 
 
-@pytest.mark.parametrize("K", [8, 7, 64])
-@pytest.mark.parametrize("signed", [True, False])
-def test_pack_unpack_roundtrip(K, signed):
-    lo, hi = (-8, 8) if signed else (0, 16)
-    q = torch.randint(lo, hi, (5, K), generator=torch.Generator().manual_seed(K))
+@pytest.mark.parametrize("K", [8, 7, 64, 130])
+def test_pack_unpack_roundtrip(K):
+    q = torch.randint(-8, 8, (5, K), generator=torch.Generator().manual_seed(K))
     packed = pack_int4(q)
-    assert packed.shape == ((K + 1) // 2, 5) and packed.dtype == torch.int8
-    assert torch.equal(unpack_int4(packed, K, signed=signed), q.to(torch.int8))
+    assert packed.shape == (5, 32 * -(-K // 64)) and packed.dtype == torch.int8
+    assert torch.equal(unpack_int4(packed, K), q.to(torch.int8))
 
 
 def test_pack_layout_golden():
-    q = torch.tensor([[1, -2, 7]])  # K = 3, padded with a zero
-    packed = pack_int4(q)
-    # byte 0 = low 1 | high (-2 & 0xF = 0xE) << 4 = 0xE1; byte 1 = 7
-    assert packed.view(torch.uint8).flatten().tolist() == [0xE1, 0x07]
+    """Byte j of a 64-chunk holds code j (low nibble) and code 32 + j (high nibble)."""
+    q = torch.zeros(1, 66, dtype=torch.int64)
+    q[0, 0], q[0, 32], q[0, 1], q[0, 33], q[0, 64], q[0, 65] = 1, -2, 7, 3, 5, -1
+    packed = pack_int4(q).view(torch.uint8).flatten().tolist()
+    assert len(packed) == 64  # two chunks; the second is padded with zero codes
+    # byte 0 = low 1 | high (-2 & 0xF = 0xE) << 4 = 0xE1; byte 1 = 7 | 3 << 4 = 0x37
+    assert packed[:2] == [0xE1, 0x37] and packed[2:32] == [0] * 30
+    # second chunk: codes 64 (5) and 65 (-1 -> 0xF) sit in the low nibbles of bytes 32, 33
+    assert packed[32:34] == [0x05, 0x0F] and packed[34:] == [0] * 30
 
 
 @pytest.mark.parametrize("M, K", [(1, 48), (5, 130), (16, 64)])
@@ -172,3 +175,98 @@ def test_quantized_model_runs_on_triton_backend(calib_ids):
         out = model(ids).logits
     rel = float((out - ref).norm() / ref.norm())
     assert rel < 1e-3, rel
+
+
+# ---- every GPU config's block sizes, exact under the interpreter ---------------------------------
+
+
+def _exact_weight(N, K, group, bits=4, sym=True, seed=0):
+    """Codes with power-of-two scales: every product and partial sum is exact in float32, so the
+    kernel's float output must equal the integer reference bit for bit, whatever the split-K."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if sym else (0, 2**bits)
+    q = torch.randint(lo, hi, (N, K), generator=g)
+    n_groups = -(-K // group)
+    scale = 2.0 ** -torch.randint(0, 4, (N, n_groups), generator=g).float()
+    zero = None if sym else torch.randint(0, 2**bits, (N, n_groups), generator=g).float()
+    return pack_weight(q, scale, zero, bits, group)
+
+
+def _tile_cases():
+    from fptq.kernels import configs
+
+    for tile in configs.GPU_TILES:
+        bk = tile[2]
+        yield tile, 0
+        if not tile[5]:
+            yield tile, 32 if bk == 64 else bk
+
+
+@pytest.mark.parametrize("tile, group", list(_tile_cases()), ids=lambda v: str(v))
+def test_every_gpu_tile_is_exact_with_split_k(tile, group):
+    from fptq.kernels.gemm import gemm
+    from fptq.kernels.reference import gemm_int_ref
+
+    bm, bn, bk = tile[:3]
+    K = 3 * bk + 32  # three whole K-tiles and a ragged tail
+    M, N = 5, bn + 8  # a ragged row block and a ragged second column block
+    w = _exact_weight(N, K, group or K, seed=bk + bn)
+    a = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=torch.Generator().manual_seed(bm))
+    a_s = torch.full((M,), 0.5)
+    ref = gemm_int_ref(a, a_s, w)
+    for split in (1, 2, 3):
+        out = gemm(a, a_s, w, out_dtype=torch.float32, split_k=split, tile=tile)
+        assert torch.equal(out, ref), (tile, group, split, (out - ref).abs().max())
+    if group == 0:  # the raw int32 accumulators too
+        assert torch.equal(gemm(a, a_s, w, raw=True, tile=tile), int_acc_ref(a, w))
+
+
+@pytest.mark.parametrize("bits, sym, group", [(4, False, 128), (4, False, 32), (8, True, 0), (8, False, 64)])
+def test_asymmetric_and_8bit_are_exact_with_split_k(bits, sym, group):
+    from fptq.kernels import configs
+    from fptq.kernels.gemm import gemm
+    from fptq.kernels.reference import gemm_int_ref
+
+    tile = configs.GPU_TILES[2] if group in (32, 64) else configs.GPU_TILES[0]  # BLOCK_K 64 / 128
+    K = 3 * tile[2] + 32
+    w = _exact_weight(40, K, group or K, bits=bits, sym=sym, seed=bits)
+    a = torch.randint(-128, 128, (3, K), dtype=torch.int8, generator=torch.Generator().manual_seed(7))
+    a_s = torch.full((3,), 0.25)
+    ref = gemm_int_ref(a, a_s, w)
+    for split in (1, 2, 3):
+        out = gemm(a, a_s, w, out_dtype=torch.float32, split_k=split, tile=tile)
+        assert torch.equal(out, ref), (bits, sym, group, split)
+
+
+@pytest.mark.parametrize("group", [0, 128])
+def test_fused_static_activation_quantization_is_exact(group):
+    """gemm_fused quantizes float activations inside the GEMM: x on the static grid gives the same
+    codes, hence the same exact output, as quantizing first; off-grid values round like quant_act."""
+    from fptq.kernels import configs
+    from fptq.kernels.gemm import gemm, gemm_fused
+    from fptq.kernels.quant_act import quant_act
+
+    tile = configs.GPU_TILES[0]
+    K = 3 * tile[2] + 32
+    w = _exact_weight(24, K, group or K, seed=11)
+    s = 0.125
+    x = torch.randn(2, K, generator=torch.Generator().manual_seed(3)) * 6
+    a_q, a_s = quant_act(x, static_scale=s)
+    bias = torch.randn(24)
+    for split in (1, 2, 3):
+        fused = gemm_fused(x, w, s, bias=bias, out_dtype=torch.float32, split_k=split, tile=tile)
+        two = gemm(a_q, a_s, w, bias=bias, out_dtype=torch.float32, split_k=split, tile=tile)
+        torch.testing.assert_close(fused, two, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fused, gemm_ref(a_q, a_s, w, bias), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="static"):
+        gemm_fused(x, w, None)
+
+
+def test_quant_act_two_pass_fallback_matches_one_pass(monkeypatch):
+    from fptq.kernels import quant_act as qa
+
+    x = torch.randn(3, 300, generator=torch.Generator().manual_seed(5)) * 4
+    one = qa.quant_act(x)
+    monkeypatch.setattr(qa, "ONE_PASS_MAX", 64)  # rows wider than this take two passes of 64
+    two = qa.quant_act(x, block_k=64)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])

@@ -26,7 +26,7 @@ def test_pack_round_trip_is_bit_exact(bits, sym, K, group):
     assert p.data.dtype == torch.int8 and p.data.shape == packed_shape(6, K, bits)
     assert torch.equal(dequantize_packed(p), dequantize_weight(q, s, z, layout))
     codes = weight_codes(p).to(torch.int32)
-    if not sym and bits > 4:  # byte-stored asymmetric codes are centred, and so are their zeros
+    if not sym:  # asymmetric codes are stored centred, and so are their zeros
         codes = codes + 2 ** (bits - 1)
     assert torch.equal(codes, q.to(torch.int32))
 

@@ -1,0 +1,274 @@
+"""Launch configurations of the GEMM: the GPU autotune set, the pruning that keeps the valid ones
+for a shape (block sizes per group size, split-K to fill the GPU), the single interpreter config,
+and the compile cases of the sm_90a tier (`fptq.kernels.sm90`).
+
+Every config here compiles for sm_90a without spills; the tier (tests/kernels/test_sm90.py) checks
+that, and the numbers behind each choice are in benchmarks/kernels_static.md.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+H100_SMS = 132  # the target when no GPU is visible (H100 SXM)
+MIN_TILES_PER_SPLIT = 2  # a split-K slice keeps at least this many K-tiles
+MAX_SPLIT = 16
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, per_channel_only)
+GPU_TILES = [
+    # decode, M <= 16: mma.sync m16n8k32 (wgmma needs M = 64); 4 warps, deep cp.async pipelines
+    (16, 64, 128, 4, 4, False),
+    (16, 128, 128, 4, 4, False),
+    (16, 128, 64, 4, 6, False),  # g32 (each half-tile is a group) and g64
+    (16, 128, 256, 4, 3, False),  # per channel and g256
+    # mid M
+    (32, 128, 128, 4, 4, False),
+    (64, 128, 128, 4, 4, False),
+    (64, 128, 64, 4, 4, False),
+    # prefill: wgmma 64xNx32 per warpgroup
+    (128, 128, 128, 8, 3, False),
+    (128, 128, 64, 8, 4, False),
+    (128, 256, 128, 8, 3, True),  # one int32 accumulator only: the per-channel fast path
+    (256, 128, 64, 8, 3, True),
+]
+INTERPRET_TILE = (16, 32, 64, 4, 1, False)
+
+
+def _config(tile, split: int = 1) -> triton.Config:
+    bm, bn, bk, w, s, _ = tile
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split}, num_warps=w, num_stages=s
+    )
+
+
+def gemm_configs(gpu: bool = not INTERPRET) -> List[triton.Config]:
+    if not gpu:  # the interpreter cannot autotune over several configs
+        return [_config(INTERPRET_TILE)]
+    return [_config(t) for t in GPU_TILES]
+
+
+def per_channel_only(cfg: triton.Config) -> bool:
+    k = cfg.kwargs
+    return any(t[:3] == (k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"]) and t[5] for t in GPU_TILES)
+
+
+def group_fits(group: int, block_k: int) -> bool:
+    """A K-tile lies inside one group, or (g32) each of its two halves is a group."""
+    return group == 0 or group % block_k == 0 or (group == 32 and block_k == 64)
+
+
+def supported_group(group: int) -> bool:
+    """Group sizes the kernel runs (0: per output channel)."""
+    return group == 0 or any(group_fits(group, t[2]) for t in GPU_TILES)
+
+
+def bucket(M: int) -> int:
+    return min(triton.next_power_of_2(max(M, 1)), 4096)
+
+
+def n_sms() -> int:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    except Exception:
+        pass
+    return H100_SMS
+
+
+def split_for(M: int, N: int, K: int, block_m: int, block_n: int, block_k: int, sms: int = H100_SMS) -> int:
+    """The fewest K-splits that give at least `sms` programs, keeping MIN_TILES_PER_SPLIT K-tiles
+    per split (1 when the (M, N) tiles alone fill the GPU)."""
+    tiles = triton.cdiv(M, block_m) * triton.cdiv(N, block_n)
+    k_tiles = triton.cdiv(K, block_k)
+    split = 1
+    while tiles * split < sms and split < MAX_SPLIT and k_tiles // (split + 1) >= MIN_TILES_PER_SPLIT:
+        split += 1
+    return split
+
+
+def prune(configs, named_args, **kwargs):
+    """Autotune pruning: the block shapes that fit the group size and M, each with the split-K that
+    fills the GPU and twice that (the autotuner times both)."""
+    group = kwargs.get("GROUP", named_args.get("GROUP", 0))
+    fuse = kwargs.get("FUSE", named_args.get("FUSE", False))
+    M, N, K = named_args["M"], named_args["N"], named_args["K"]
+    out = [
+        c for c in configs if group_fits(group, c.kwargs["BLOCK_K"]) and not (group and per_channel_only(c))
+    ]
+    if fuse:
+        out = [c for c in out if c.kwargs["BLOCK_M"] == 16]
+    small = [c for c in out if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(M))]
+    out = small or out
+    sms = n_sms()
+    res = []
+    for c in out:
+        k = c.kwargs
+        s = split_for(M, N, K, k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"], sms)
+        for split in sorted({s, min(2 * s, MAX_SPLIT)} if s > 1 else {1}):
+            res.append(triton.Config(dict(k, SPLIT_K=split), num_warps=c.num_warps, num_stages=c.num_stages))
+    if not res:
+        raise ValueError(f"no GEMM config fits group size {group} (kernels/configs.py GPU_TILES)")
+    return res
+
+
+def pick(
+    M: int, N: int, K: int, group: int, bits: int, split: Optional[int] = None, tile=None
+) -> triton.Config:
+    """One config without autotuning: the interpreter's, or (on a GPU) the first that fits."""
+    if tile is not None and not group_fits(group, tile[2]):
+        raise ValueError(f"tile {tile[:3]} does not fit group size {group}")
+    if tile is None:
+        if INTERPRET:
+            tile = INTERPRET_TILE
+        else:
+            cands = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
+            small = [t for t in cands if t[0] <= max(16, triton.next_power_of_2(M))]
+            tile = (small or cands)[0]
+    if split is None:
+        split = 1 if INTERPRET else split_for(M, N, K, tile[0], tile[1], tile[2], n_sms())
+    return _config(tile, split)
+
+
+# ---- the sm_90a tier's compile cases ---------------------------------------------------------------
+
+TARGET_SHAPES = [  # LLaMA-2-7B (K, N) per linear, and LLaMA-2-70B's MLP
+    (4096, 12288),  # fused q/k/v
+    (4096, 4096),  # o_proj
+    (4096, 11008),  # gate/up
+    (11008, 4096),  # down
+    (8192, 28672),  # 70B gate/up
+    (28672, 8192),  # 70B down
+]
+ALIGNED = ["X", "B", "C", "XS", "WS", "WZ", "BIAS", "WSP", "CNT", "N", "K", "KB", "stride_xm", "stride_cm"]
+
+
+@dataclass
+class Case:
+    """One compile of the GEMM kernel for sm_90a: a tile config and a variant of the constexprs."""
+
+    tile: tuple
+    group: int = 128
+    bits: int = 4
+    asym: bool = False
+    fuse: bool = False
+    split: int = 1
+    kernel: str = "gemm"
+    x_dtype: str = "*i8"
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    def fn(self):
+        from fptq.kernels import gemm
+
+        return gemm._gemm_kernel.fn
+
+    @property
+    def signature(self) -> Dict[str, str]:
+        sig = dict(X=self.x_dtype, B="*i8", C="*fp16", XS="*fp32", WS="*fp16", WZ="*i8", BIAS="*fp16")
+        sig.update(WSP="*fp32", CNT="*i32", static_scale="fp32")
+        for n in ("M", "N", "K", "KB", "M_BUCKET", "stride_xm", "stride_cm"):
+            sig[n] = "i32"
+        return sig
+
+    @property
+    def constexprs(self) -> Dict[str, object]:
+        bm, bn, bk, _, _, _ = self.tile
+        return dict(
+            GROUP=self.group,
+            W_BITS=self.bits,
+            ASYM=self.asym,
+            HAS_BIAS=False,
+            RAW=False,
+            FUSE=self.fuse,
+            ASM=True,
+            SPLIT_K=self.split,
+            EVEN_K=True,
+            BLOCK_M=bm,
+            BLOCK_N=bn,
+            BLOCK_K=bk,
+        )
+
+    aligned = ALIGNED
+
+    @property
+    def options(self) -> Dict[str, int]:
+        return {"num_warps": self.tile[3], "num_stages": self.tile[4]}
+
+    @property
+    def weight_bytes_per_iter(self) -> int:
+        bn, bk = self.tile[1], self.tile[2]
+        return bn * bk // 2 if self.bits == 4 else bn * bk
+
+    @property
+    def decode(self) -> bool:
+        return self.tile[0] == 16
+
+    def describe(self) -> Dict[str, object]:
+        bm, bn, bk, w, s, _ = self.tile
+        d = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, warps=w, stages=s, group=self.group, bits=self.bits)
+        d.update(asym=self.asym, fuse="static" if self.fuse else "none")
+        d.update(split=self.split)
+        return d
+
+
+def sm90_cases() -> List[Case]:
+    """Every GPU tile with every group size it serves (W4, symmetric), the decode tiles split and
+    also with fused static activation quantization, plus asymmetric and 8-bit variants."""
+    cases = []
+    for t in GPU_TILES:
+        groups = [g for g in (0, 32, 64, 128, 256) if group_fits(g, t[2]) and not (g and t[5])]
+        decode = t[0] == 16
+        for g in groups:
+            cases.append(Case(t, group=g, split=2 if decode else 1))
+        if decode and group_fits(128, t[2]):
+            cases.append(Case(t, group=128, fuse=True, split=2, x_dtype="*fp16"))
+    cases.append(Case(GPU_TILES[0], group=128, asym=True, split=2))
+    cases.append(Case(GPU_TILES[0], group=0, bits=8, split=2))
+    cases.append(Case(GPU_TILES[8], group=0, bits=8))
+    return cases
+
+
+@dataclass
+class QuantActCase:
+    """The activation quantizer compiled for one row width (K), as `quant_act` launches it."""
+
+    K: int
+    static: bool = False
+    kernel: str = "quant_act"
+    weight_bytes_per_iter: int = 0
+    aligned = ["X", "Q", "S", "K", "stride_xm", "stride_qm"]
+
+    def fn(self):
+        from fptq.kernels import quant_act
+
+        return quant_act._quant_act_kernel
+
+    @property
+    def signature(self) -> Dict[str, str]:
+        return dict(
+            X="*fp16", Q="*i8", S="*fp32", K="i32", stride_xm="i32", stride_qm="i32", static_scale="fp32"
+        )
+
+    @property
+    def constexprs(self) -> Dict[str, object]:
+        from fptq.kernels.quant_act import launch_params
+
+        one_pass, block, _ = launch_params(self.K)
+        return dict(QMAX=127, STATIC=self.static, ONE_PASS=one_pass, BLOCK_K=block)
+
+    @property
+    def options(self) -> Dict[str, int]:
+        from fptq.kernels.quant_act import launch_params
+
+        return {"num_warps": launch_params(self.K)[2], "num_stages": 1}
+
+    def describe(self) -> Dict[str, object]:
+        return dict(K=self.K, static=self.static, **self.options)
+
+
+def all_sm90_cases() -> list:
+    return sm90_cases() + [QuantActCase(K) for K in (4096, 11008, 28672)]
