@@ -1,5 +1,7 @@
 """End-to-end speed on a GPU: a LLaMA-7B-shaped decoder (random weights, a few layers) in bf16
-against W4A8 (int4 g128 / per-channel weights, per-token int8 activations) on the Triton backend.
+against W4A8 (int4 g128 / per-channel weights; int8 activations per tensor with a static scale,
+FPTQ's mode for most layers, or per token) on the Triton backend. With static activations a
+decode step runs one kernel per linear (quantization fused into the GEMM); per token, two.
 
     PYTHONPATH=. python benchmarks/bench_e2e.py --layers 4 --out benchmarks/results/e2e_<device>.json
     PYTHONPATH=. TRITON_INTERPRET=1 python benchmarks/bench_e2e.py --smoke
@@ -40,7 +42,7 @@ def build(layers: int, hidden: int, inter: int, heads: int, kv_heads: int, dtype
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
-def to_w4a8(model, granularity: str):
+def to_w4a8(model, granularity: str, act: str = "static"):
     for layer in model.model.layers:
         for name, lin in list(layer.named_modules()):
             if isinstance(lin, torch.nn.Linear):
@@ -58,7 +60,8 @@ def to_w4a8(model, granularity: str):
                     group_size=layout.group_size,
                     bias=lin.bias,
                     dtype=lin.weight.dtype,
-                    act_mode="dynamic",
+                    act_mode=act,
+                    act_scale=torch.tensor(0.05) if act == "static" else None,  # speed is value-blind
                 )  # packed: no dense copy
                 layer.set_submodule(name, ql)
     set_backend(model, "triton")
@@ -109,6 +112,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--group", default="128", help="weight group size, or 'channel' for per-channel")
+    ap.add_argument("--act", default="static", choices=["static", "dynamic"], help="activation quantization")
     ap.add_argument("--out", default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
     args = ap.parse_args()
@@ -117,7 +121,7 @@ def main():
             raise SystemExit("--smoke needs TRITON_INTERPRET=1")
         kw = dict(layers=1, hidden=64, inter=128, heads=4, kv_heads=2, dtype=torch.float32, device="cpu")
         base = measure(build(**kw), "cpu", [1], 8, 16, 1)
-        w4 = measure(to_w4a8(build(**kw), 32), "cpu", [1], 8, 16, 1)
+        w4 = measure(to_w4a8(build(**kw), 64, args.act), "cpu", [1], 8, 16, 1)
         print("smoke ok", base, w4)
         return
     if not torch.cuda.is_available():
@@ -135,11 +139,12 @@ def main():
         "device": torch.cuda.get_device_name(),
         "layers": args.layers,
         "group": args.group,
+        "act": args.act,
         "torch": torch.__version__,
     }
     res["bf16"] = measure(build(**kw), "cuda", [1, 16], 512, 2048, 10)
     torch.cuda.empty_cache()
-    res["w4a8_triton"] = measure(to_w4a8(build(**kw), args.group), "cuda", [1, 16], 512, 2048, 10)
+    res["w4a8_triton"] = measure(to_w4a8(build(**kw), args.group, args.act), "cuda", [1, 16], 512, 2048, 10)
     res["speedup"] = {
         k: (
             res["w4a8_triton"][k] / res["bf16"][k]

@@ -3,9 +3,13 @@
     PYTHONPATH=. python benchmarks/bench_gemm.py --out benchmarks/results/gemm_<device>.csv
     PYTHONPATH=. TRITON_INTERPRET=1 python benchmarks/bench_gemm.py --smoke   # CPU wiring check
 
-Every timed variant includes its activation quantization (per-token dynamic int8). Each shape
-is checked against the torch reference before it is timed. Writes a CSV and a plot, and names
-the device in both.
+Variants per shape and M: bf16 cuBLAS; `torch._int_mm` W8A8 alone (int8 in, int32 out) and with
+its per-token quantization and dequantizing epilogue; ours (W8A8, W4A8 per channel, W4A8 g128)
+as the GEMM alone (activations already int8) and with per-token quantization (`quant_act` +
+GEMM), and W4A8 with a static activation scale fused into the GEMM at M <= 16 (one launch).
+Each shape is checked against the torch reference before it is timed. Writes a CSV and a plot,
+and names the device in both. The static model of the same kernels on an H100 (no GPU needed):
+benchmarks/kernels_static.py.
 """
 
 import argparse
@@ -22,8 +26,8 @@ from fptq.granularity import GroupLayout  # noqa: E402
 from fptq.kernels.reference import gemm_ref, pack_weight  # noqa: E402
 from fptq.primitives import Grid, quantize_act_per_token, quantize_weight  # noqa: E402
 
-LLAMA2_7B = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
-LLAMA2_70B = [(8192, 28672)]
+LLAMA2_7B = [(12288, 4096), (4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K); 12288: fused q/k/v
+LLAMA2_70B = [(28672, 8192), (8192, 28672)]
 MS = [1, 4, 16, 64, 256, 1024, 2048, 4096]
 
 
@@ -46,7 +50,7 @@ def torch_act_quant(x):
 
 
 def run(ms, shapes, device, interpret, check=True):
-    from fptq.kernels.gemm import gemm
+    from fptq.kernels.gemm import FUSE_MAX_M, gemm, gemm_fused
     from fptq.kernels.quant_act import quant_act
 
     dt = torch.float32 if interpret else torch.bfloat16
@@ -57,37 +61,41 @@ def run(ms, shapes, device, interpret, check=True):
         for name, bits, group in [("w8a8", 8, K), ("w4a8_ch", 4, K), ("w4a8_g128", 4, 128)]:
             layout = GroupLayout(K, group)  # group K: per output channel
             q, s, z = quantize_weight(W, Grid(bits, True), layout)
-            packs[name] = pack_weight(q, s, z, bits, layout.group_size)
+            packs[name] = pack_weight(q, s, z, bits, layout.group_size, scale_dtype=torch.float16)
         Wb = W.to(dt)
-        w8 = packs["w8a8"].data.T.contiguous()  # (N, K) int8 for torch._int_mm's (K, N) view
+        w8 = packs["w8a8"].data  # (N, K) int8: torch._int_mm takes its (K, N) transpose view
         for M in ms:
             x = torch.randn(M, K, device=device, dtype=dt)
+            a_q, a_s = quant_act(x)
+            static = float(x.abs().max()) / 127
             flops = 2 * M * N * K
             res = {"bf16_cublas": lambda x=x, Wb=Wb: x @ Wb.T}
+            Mp = max(M, 17)  # torch._int_mm needs M > 16
+            a_pad = torch.nn.functional.pad(a_q, (0, 0, 0, Mp - M)) if Mp != M else a_q
 
-            def int_mm(x=x, M=M, w8=w8, packs=packs):
+            def int_mm_alone(a_pad=a_pad, w8=w8):
+                return torch._int_mm(a_pad, w8.T)
+
+            def int_mm(x=x, M=M, Mp=Mp, w8=w8, packs=packs):
                 a, s = torch_act_quant(x)
-                Mp = max(M, 17)  # torch._int_mm needs M > 16
                 if Mp != M:
                     a = torch.nn.functional.pad(a, (0, 0, 0, Mp - M))
-                return torch._int_mm(a, w8.T)[:M].float() * s * packs["w8a8"].scale
+                return torch._int_mm(a, w8.T)[:M].float() * s * packs["w8a8"].scale.float()
 
             if not interpret:
-                res["torch_int_mm_w8a8"] = int_mm
+                res["torch_int_mm_w8a8_alone"] = int_mm_alone
+                res["torch_int_mm_w8a8_quant"] = int_mm
             for name, pw in packs.items():
-
-                def ours(x=x, pw=pw):
-                    a, s = quant_act(x)
-                    return gemm(a, s, pw, out_dtype=dt)
-
                 if check:
-                    a, s = quant_act(x)
-                    out = gemm(a, s, pw, out_dtype=torch.float32)
-                    ref = gemm_ref(a, s, pw)
+                    out = gemm(a_q, a_s, pw, out_dtype=torch.float32)
+                    ref = gemm_ref(a_q, a_s, pw)
                     rel = float((out - ref).norm() / ref.norm().clamp(min=1e-12))
                     if rel > 1e-3:
                         raise AssertionError(f"{name} M={M} N={N} K={K}: relative error {rel:.2e}")
-                res[f"triton_{name}"] = ours
+                res[f"triton_{name}_alone"] = lambda pw=pw, a_q=a_q, a_s=a_s: gemm(a_q, a_s, pw, out_dtype=dt)
+                res[f"triton_{name}_quant"] = lambda pw=pw, x=x: gemm(*quant_act(x), pw, out_dtype=dt)
+                if M <= FUSE_MAX_M and name.startswith("w4a8"):
+                    res[f"triton_{name}_fused_static"] = lambda pw=pw, x=x, s=static: gemm_fused(x, pw, s)
             base = None
             for name, fn in res.items():
                 ms_ = timeit(fn, interpret)
@@ -104,7 +112,8 @@ def run(ms, shapes, device, interpret, check=True):
                     }
                 )
                 print(
-                    f"M={M:5d} N={N:5d} K={K:5d} {name:20s} {ms_:9.4f} ms {flops / ms_ / 1e9:8.1f} TFLOP/s x{base / ms_:.2f}",
+                    f"M={M:5d} N={N:5d} K={K:5d} {name:34s} {ms_:9.4f} ms {flops / ms_ / 1e9:8.1f} TFLOP/s "
+                    f"x{base / ms_:.2f}",
                     flush=True,
                 )
     return rows

@@ -134,6 +134,16 @@ def pick(
     return _config(tile, split)
 
 
+QUANT_ACT_ONE_PASS_MAX = 32768  # widest row quant_act holds in registers
+
+
+def quant_act_params(K: int, block_k: int = 1024, one_pass_max: int = QUANT_ACT_ONE_PASS_MAX):
+    """quant_act's launch: (one pass?, BLOCK_K, num_warps); the whole row in one block when it fits."""
+    whole = triton.next_power_of_2(K)
+    one_pass = whole <= one_pass_max
+    return one_pass, whole if one_pass else min(block_k, whole), max(4, min(16, whole // 2048))
+
+
 # ---- the sm_90a tier's compile cases ---------------------------------------------------------------
 
 TARGET_SHAPES = [  # LLaMA-2-7B (K, N) per linear, and LLaMA-2-70B's MLP
@@ -161,10 +171,7 @@ class Case:
     x_dtype: str = "*i8"
     extra: Dict[str, object] = field(default_factory=dict)
 
-    def fn(self):
-        from fptq.kernels import gemm
-
-        return gemm._gemm_kernel.fn
+    fn_ref = "fptq.kernels.gemm:_gemm_kernel.fn"  # resolved by fptq.kernels.sm90 (no import cycle)
 
     @property
     def signature(self) -> Dict[str, str]:
@@ -242,10 +249,7 @@ class QuantActCase:
     weight_bytes_per_iter: int = 0
     aligned = ["X", "Q", "S", "K", "stride_xm", "stride_qm"]
 
-    def fn(self):
-        from fptq.kernels import quant_act
-
-        return quant_act._quant_act_kernel
+    fn_ref = "fptq.kernels.quant_act:_quant_act_kernel"
 
     @property
     def signature(self) -> Dict[str, str]:
@@ -255,16 +259,12 @@ class QuantActCase:
 
     @property
     def constexprs(self) -> Dict[str, object]:
-        from fptq.kernels.quant_act import launch_params
-
-        one_pass, block, _ = launch_params(self.K)
+        one_pass, block, _ = quant_act_params(self.K)
         return dict(QMAX=127, STATIC=self.static, ONE_PASS=one_pass, BLOCK_K=block)
 
     @property
     def options(self) -> Dict[str, int]:
-        from fptq.kernels.quant_act import launch_params
-
-        return {"num_warps": launch_params(self.K)[2], "num_stages": 1}
+        return {"num_warps": quant_act_params(self.K)[2], "num_stages": 1}
 
     def describe(self) -> Dict[str, object]:
         return dict(K=self.K, static=self.static, **self.options)

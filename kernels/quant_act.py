@@ -14,7 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-ONE_PASS_MAX = 32768
+from .configs import QUANT_ACT_ONE_PASS_MAX, quant_act_params
+
+ONE_PASS_MAX = QUANT_ACT_ONE_PASS_MAX
 
 
 @triton.jit
@@ -73,13 +75,6 @@ def _quant_act_kernel(
             tl.store(q_row + rk, _quantize(x, inv, QMAX), mask=rk < K)
 
 
-def launch_params(K: int, block_k: int = 1024):
-    """(one pass?, BLOCK_K, num_warps) for rows of K: the whole row in one block when it fits."""
-    whole = triton.next_power_of_2(K)
-    one_pass = whole <= ONE_PASS_MAX
-    return one_pass, whole if one_pass else min(block_k, whole), max(4, min(16, whole // 2048))
-
-
 def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 1024):
     """x: (M, K) float -> (q (M, K) int8, scale (M,) float32). static_scale: per-tensor, or None."""
     if x.dim() != 2:
@@ -88,7 +83,7 @@ def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 
     M, K = x.shape
     q = torch.empty((M, K), dtype=torch.int8, device=x.device)
     s = torch.empty((M,), dtype=torch.float32, device=x.device)
-    one_pass, block, warps = launch_params(K, block_k)
+    one_pass, block, warps = quant_act_params(K, block_k, ONE_PASS_MAX)
     _quant_act_kernel[(M,)](
         x,
         q,

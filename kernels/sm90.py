@@ -188,10 +188,21 @@ class Report:
     error: Optional[str] = None
 
 
+def resolve(ref: str):
+    """'package.module:attr.attr' -> the object (kernels are named, not imported, by the configs)."""
+    import importlib
+
+    mod, _, attrs = ref.partition(":")
+    obj = importlib.import_module(mod)
+    for a in attrs.split("."):
+        obj = getattr(obj, a)
+    return obj
+
+
 def inspect_config(case) -> Report:
     """Compile one `fptq.kernels.configs.Case` and measure it."""
     try:
-        k = compile_sm90(case.fn(), case.signature, case.constexprs, case.aligned, **case.options)
+        k = compile_sm90(resolve(case.fn_ref), case.signature, case.constexprs, case.aligned, **case.options)
     except Exception as e:  # a config that does not compile is a finding, not a crash of the tier
         msg = str(e).strip().splitlines()
         return Report(

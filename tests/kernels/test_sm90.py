@@ -106,3 +106,29 @@ def test_decode_fills_the_gpu(K, N):
             k = c.kwargs
             programs = -(-1 // k["BLOCK_M"]) * -(-N // k["BLOCK_N"]) * k["SPLIT_K"]
             assert programs >= configs.H100_SMS, (K, N, k, programs)
+
+
+def _static_model():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels_static.py"
+    spec = importlib.util.spec_from_file_location("kernels_static", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_static_model_projects_the_targets(reports):
+    """The issue's bar on the compiled code: >= 3x bf16 at decode (M = 1) and >= 1.3x at M = 2048 on
+    every LLaMA-2 shape (projections at the H100 roofline; benchmarks/kernels_static.md).
+    Observed: 3.87x (decode, both activation modes), 1.55x (prefill g128), 2.00x (per channel)."""
+    ks = _static_model()
+    for _, K, N in ks.SHAPES:
+        t_bf16 = {M: ks.bf16_time(M, N, K)[0] for M in (1, 2048)}
+        for fused in (True, False):
+            assert t_bf16[1] / ks.best_after(reports, 1, N, K, fused)["t"] >= 3.0, (K, N, fused)
+        for group in (128, 0):
+            assert t_bf16[2048] / ks.best_after(reports, 2048, N, K, False, group)["t"] >= 1.3, (K, N, group)
+    text = ks.render(reports, None)
+    assert "## Assumptions" in text and "Projections, not timings" in text
