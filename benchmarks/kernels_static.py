@@ -42,14 +42,17 @@ SHAPES = [  # name, K, N
     ("70B down", 28672, 8192),
 ]
 GROUP = 128
-# (M, activations, group): decode with a static scale (fused) and per token (quant_act + GEMM),
+# (M, activations, group): decode with a static scale and per token (both fused into the GEMM),
 # prefill per group and per channel (the one-accumulator fast path)
 ROWS = [
     (1, "static", GROUP),
     (1, "token", GROUP),
+    (16, "token", GROUP),
     (16, "static", GROUP),
     (2048, "token", GROUP),
     (2048, "token", 0),
+    (2048, "token", 64),
+    (2048, "token", 32),
 ]
 
 
@@ -81,7 +84,7 @@ def w4a8_bytes(M, N, K, group, fused):
     return weights, scales, acts, out
 
 
-def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True):
+def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True, prologue=0):
     weights, scales, acts, out = w4a8_bytes(M, N, K, group, fused)
     t_mem = (weights + scales + acts + out) / HBM
     m_pad = cdiv(M, bm) * bm
@@ -89,6 +92,9 @@ def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True):
     t_mma = 2 * m_pad * N * K / peak
     iters = cdiv(M, bm) * cdiv(N, bn) * cdiv(K, bk)
     warp_instr = iters * instr * warps
+    # a fused per-token prologue: every program reads each of its rows whole, in chunks of 1024
+    # (kernels/gemm.py); `prologue` is the instructions of its loops per iteration (an upper bound)
+    warp_instr += cdiv(M, bm) * cdiv(N, bn) * split * min(M, bm) * cdiv(K, 1024) * prologue * warps
     t_issue = warp_instr / (ISSUE * SMS * CLOCK)
     programs = cdiv(M, bm) * cdiv(N, bn) * split
     return dict(
@@ -106,7 +112,14 @@ def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True):
     )
 
 
-def best_after(reports, M, N, K, fused, group=GROUP):
+def fused_at(M, act):
+    """Whether the backend quantizes inside the GEMM at this M (fptq.qlinear's dispatch)."""
+    from fptq.kernels.gemm import FUSE_MAX_M, FUSE_TOKEN_MAX_M
+
+    return M <= (FUSE_MAX_M if act == "static" else FUSE_TOKEN_MAX_M)
+
+
+def best_after(reports, M, N, K, fused, group=GROUP, act="static"):
     from fptq.kernels import configs
 
     pruned = configs.prune(
@@ -115,7 +128,7 @@ def best_after(reports, M, N, K, fused, group=GROUP):
     best = None
     for c in pruned:
         k = c.kwargs
-        fuse_tag = "static" if (fused and M <= 16) else "none"
+        fuse_tag = act if (fused and M <= 16) else "none"
         match = [
             r
             for r in reports
@@ -143,6 +156,7 @@ def best_after(reports, M, N, K, fused, group=GROUP):
             group,
             fused and M <= 16,
             wgmma=k["BLOCK_M"] >= 64,
+            prologue=r["loop"].get("other_loops", 0) if fuse_tag == "token" else 0,
         )
         p["config"] = f"{k['BLOCK_M']}x{k['BLOCK_N']}x{k['BLOCK_K']} w{c.num_warps} split {k['SPLIT_K']}"
         p["launches"] = 1 if (fused and M <= 16) else 2
@@ -215,9 +229,12 @@ def render(reports, before) -> str:
         "100% of their roofline, so the ratio is the projection; real kernels reach less on both sides."
     )
     L.append(
-        "- Launch gaps are not in the times. Launches per linear: bf16 1; W4A8 at M <= 16 with a static "
-        "activation scale 1 (quantization fused), otherwise 2 (one-pass `quant_act`, then the GEMM; "
-        "its bytes are counted). The previous kernel took 4 (quantize, zero, GEMM, cast).\n"
+        "- Launch gaps are not in the times. Launches per linear: bf16 1; W4A8 1 with a static "
+        "activation scale at M <= 16 and per token at M = 1 (the quantization inside the GEMM; per "
+        "token, a prologue of every program re-reads its rows for the absmax, counted as issued "
+        "instructions: it makes fusing per-token quantization a loss beyond M = 1), otherwise 2 "
+        "(one-pass `quant_act`, then the GEMM; its bytes are counted). The previous kernel took 4 "
+        "(quantize, zero, GEMM, cast).\n"
     )
 
     L.append("## Projected time per linear (LLaMA-2-7B, and 70B's MLP)\n")
@@ -230,7 +247,7 @@ def render(reports, before) -> str:
     for name, K, N in SHAPES:
         for M, act, group in ROWS:
             t_bf, _ = bf16_time(M, N, K)
-            a = best_after(reports, M, N, K, fused=act == "static", group=group)
+            a = best_after(reports, M, N, K, fused=fused_at(M, act), group=group, act=act)
             b = best_before(before, M, N, K) if before and group == GROUP else None
             bound = max(
                 ("memory", a["t_mem"]),
@@ -241,7 +258,7 @@ def render(reports, before) -> str:
             sp_a = t_bf / a["t"]
             sp_b = t_bf / b["t"] if b else None
             summary.setdefault((M, act, group), []).append((name, sp_b, sp_a))
-            acts = "static (fused)" if act == "static" else "per token"
+            acts = ("static" if act == "static" else "per token") + (" (fused)" if fused_at(M, act) else "")
             L.append(
                 f"| {name} {K}x{N} | {M} | {acts} | {'g' + str(group) if group else 'channel'} | {us(t_bf)} | {us(b['t']) if b else '-'} | {us(a['t'])} | "
                 f"{f'{sp_b:.2f}x' if sp_b else '-'} | **{sp_a:.2f}x** | {bound} | {a['config']} | {a['programs']} | "
@@ -262,16 +279,22 @@ def render(reports, before) -> str:
     L.append(
         "At M = 2048 per-group scaling is issue-bound (an int32 -> float conversion and a scale FMA per "
         "accumulator per group, and the group's scales loaded in the accumulator layout); per channel "
-        "runs one int32 accumulator through all of K and is tensor-core bound. The before column's "
-        "prefill is its best non-spilling config.\n"
+        "runs one int32 accumulator through all of K and is tensor-core bound. Smaller groups scale "
+        "more often: g64 and especially g32 (a scale per 32 columns, two per K-tile) are issue-bound "
+        "well below the tensor cores at prefill: per group, every accumulator takes a conversion and "
+        "an FMA, and at a 128x128 tile and 8 warps the tensor cores leave 256 instructions per thread "
+        "per 128 columns of K, which g64 alone uses up. The way past it is QServe's two-level weights "
+        "(arXiv 2405.04532: int4 groups dequantized to int8 with per-channel scales, so the int8 GEMM "
+        "runs per channel), not built. The before column's prefill is its best non-spilling config.\n"
     )
 
     L.append("## Per config: the compiled code (after)\n")
     L.append(
         "| kernel | BLOCK MxNxK | warps | stages | group | bits | variant | split | registers | spills (B) | "
-        "smem (KB) | loop instr / thread | mma | wgmma | byte loads | async copies | warp-instr / weight byte |"
+        "smem (KB) | loop instr / thread | mma | wgmma | byte loads | async copies | warp-instr / weight byte | "
+        "prologue loop instr |"
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         c = r["config"]
         lp = r["loop"] or {}
@@ -284,12 +307,12 @@ def render(reports, before) -> str:
                 f"{c['group'] or 'channel'} | {c['bits']} | {variant} | {c['split']} | {r['registers']} | "
                 f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | {lp.get('instructions')} | {lp.get('mma')} | "
                 f"{lp.get('wgmma')} | {lp.get('byte_loads')} | {lp.get('async_copies')} | "
-                f"{r['warp_instr_per_weight_byte']:.3f} |"
+                f"{r['warp_instr_per_weight_byte']:.3f} | {lp.get('other_loops') or '-'} |"
             )
         else:
             L.append(
                 f"| quant_act | K={c['K']} | {c['num_warps']} | - | - | - | one pass | - | {r['registers']} | "
-                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | - | - | - | - |"
+                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | - | - | - | - | - |"
             )
     L.append("")
     if before:

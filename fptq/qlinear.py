@@ -217,14 +217,14 @@ class QuantLinear(nn.Module):
         return F.linear(self.quantize_input(x), self.dequantized_weight(x.dtype), bias)
 
     def _triton_forward(self, x: torch.Tensor) -> torch.Tensor:
-        from fptq.kernels.gemm import FUSE_MAX_M, gemm, gemm_fused
+        from fptq.kernels.gemm import FUSE_MAX_M, FUSE_TOKEN_MAX_M, gemm, gemm_fused
         from fptq.kernels.quant_act import quant_act
 
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         static = float(self.act_scale) if self.act_mode == ActQuant.STATIC else None
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16
-        if static is not None and x2.shape[0] <= FUSE_MAX_M:  # decode: one launch
+        if x2.shape[0] <= (FUSE_MAX_M if static is not None else FUSE_TOKEN_MAX_M):  # decode: one launch
             y = gemm_fused(x2, self.packed, static, bias=self.bias, out_dtype=out_dtype)
         else:
             a_q, a_s = quant_act(x2, static_scale=static, bits=self.act_bits)

@@ -166,6 +166,7 @@ class Case:
     bits: int = 4
     asym: bool = False
     fuse: bool = False
+    static: bool = True  # with fuse: a static per-tensor scale, else per token
     split: int = 1
     kernel: str = "gemm"
     x_dtype: str = "*i8"
@@ -191,9 +192,11 @@ class Case:
             HAS_BIAS=False,
             RAW=False,
             FUSE=self.fuse,
+            STATIC=self.static,
             ASM=True,
             SPLIT_K=self.split,
             EVEN_K=True,
+            EVEN_N=True,
             BLOCK_M=bm,
             BLOCK_N=bn,
             BLOCK_K=bk,
@@ -217,14 +220,15 @@ class Case:
     def describe(self) -> Dict[str, object]:
         bm, bn, bk, w, s, _ = self.tile
         d = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, warps=w, stages=s, group=self.group, bits=self.bits)
-        d.update(asym=self.asym, fuse="static" if self.fuse else "none")
+        d.update(asym=self.asym, fuse=("static" if self.static else "token") if self.fuse else "none")
         d.update(split=self.split)
         return d
 
 
 def sm90_cases() -> List[Case]:
     """Every GPU tile with every group size it serves (W4, symmetric), the decode tiles split and
-    also with fused static activation quantization, plus asymmetric and 8-bit variants."""
+    also with fused activation quantization (static and per token), plus asymmetric and 8-bit
+    variants."""
     cases = []
     for t in GPU_TILES:
         groups = [g for g in (0, 32, 64, 128, 256) if group_fits(g, t[2]) and not (g and t[5])]
@@ -233,6 +237,7 @@ def sm90_cases() -> List[Case]:
             cases.append(Case(t, group=g, split=2 if decode else 1))
         if decode and group_fits(128, t[2]):
             cases.append(Case(t, group=128, fuse=True, split=2, x_dtype="*fp16"))
+            cases.append(Case(t, group=128, fuse=True, static=False, split=2, x_dtype="*fp16"))
     cases.append(Case(GPU_TILES[0], group=128, asym=True, split=2))
     cases.append(Case(GPU_TILES[0], group=0, bits=8, split=2))
     cases.append(Case(GPU_TILES[8], group=0, bits=8))

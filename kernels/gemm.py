@@ -13,11 +13,13 @@ float accumulator in the loop). Per group it is scaled into a float32 accumulato
 (GROUP a multiple of BLOCK_K), or per half-tile for GROUP = 32 (BLOCK_K = 64: each half is a group).
 Asymmetric weights subtract z * rowsum(A) per group; zero points are int8, codes centred.
 
-Activations: int8 codes with one float32 scale per row (`gemm`), or (FUSE, decode-sized M, static
-per-tensor scale) float activations quantized inside the K loop (`gemm_fused`): one launch per
-linear. Per-token (dynamic) activations go through the one-pass `quant_act` first: fusing their
-absmax made the compiler quantize in the MMA operand layout, where the 4 warps repeat the A tile
-(2.3x the loop's instructions, measured with the sm_90a tier).
+Activations: int8 codes with one float32 scale per row (`gemm`), or (FUSE, decode-sized M) float
+activations quantized inside the K loop (`gemm_fused`): one launch per linear. With a static
+per-tensor scale the loop multiplies by its reciprocal; per token, a prologue takes each row's
+absmax over all of K with the same tile shape and pointers as the loop's A tiles. That keeps the
+quantization in the load's layout: a row vector of scales made elsewhere let the compiler move it
+after the conversion to the MMA operand layout, where the 4 warps repeat the A tile (2.3x the
+loop's instructions, measured with the sm_90a tier).
 
 Split-K (decode shapes give too few (M, N) tiles to fill the GPU): SPLIT_K programs per tile each
 add a partial result into a float32 workspace with relaxed atomics, then count themselves on a
@@ -35,7 +37,10 @@ from . import configs as _cfg
 from .reference import PackedWeight, storage_bits
 
 INTERPRET = _cfg.INTERPRET
-FUSE_MAX_M = 16  # activation quantization runs inside the GEMM up to this many rows
+FUSE_MAX_M = 16  # a static activation scale is applied inside the GEMM up to this many rows
+# per-token quantization inside the GEMM re-reads each row in every program: worth one launch at
+# M = 1 only (benchmarks/kernels_static.md: 3.9x over bf16 at M = 1, 1.9x at M = 4 on o_proj)
+FUSE_TOKEN_MAX_M = 1
 
 
 @triton.jit
@@ -91,7 +96,9 @@ def _act_tile(X, rm, cols, m_ok, k_ok, stride_xm, inv, FUSE: tl.constexpr, ASM: 
         return tl.load(ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0)
 
 
-@triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})
+@triton.heuristics(
+    {"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0, "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0}
+)
 @triton.jit
 def _gemm_kernel(
     X,  # (M, K) int8 codes, or float activations if FUSE
@@ -117,9 +124,11 @@ def _gemm_kernel(
     HAS_BIAS: tl.constexpr,
     RAW: tl.constexpr,  # store the exact int32 accumulators sum a (q - z) (per channel only)
     FUSE: tl.constexpr,
+    STATIC: tl.constexpr,
     ASM: tl.constexpr,
     SPLIT_K: tl.constexpr,
     EVEN_K: tl.constexpr,
+    EVEN_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -136,6 +145,12 @@ def _gemm_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = rm < M
     n_ok = rn < N
+    # loads use the columns wrapped into range (no masks in the K loop; the wrapped columns of a
+    # ragged last block are computed and never stored), stores the mask
+    if EVEN_N:
+        rn_ld = rn
+    else:
+        rn_ld = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
     j = tl.arange(0, HALF)
     klo = (j // 32) * 64 + j % 32  # A's columns under the low nibbles (the high ones: + 32)
     # this program's K range: whole tiles, split evenly
@@ -146,8 +161,26 @@ def _gemm_kernel(
 
     # per-row activation scales: given, or (FUSE) the static per-tensor scale
     if FUSE:
-        xs = tl.zeros((BLOCK_M,), tl.float32) + static_scale
-        inv = 1.0 / static_scale
+        if STATIC:
+            xs = tl.zeros((BLOCK_M,), tl.float32) + static_scale
+            inv = 1.0 / static_scale
+        else:
+            # each valid row's absmax in 1-D chunks, then written into a (BLOCK_M, HALF) tile that
+            # has the layout of the K loop's A tiles (a load with their pointers, masked off at run
+            # time), so the row scales are a slice of that layout
+            tile_ptrs = X + rm[:, None] * stride_xm + j[None, :]
+            amax = tl.load(tile_ptrs, mask=(rm[:, None] + M) < 0, other=0.0).to(tl.float32)
+            QB: tl.constexpr = 1024
+            for r in range(0, tl.minimum(BLOCK_M, M - pid_m * BLOCK_M)):
+                row = pid_m * BLOCK_M + r
+                m_r = tl.zeros((QB,), tl.float32)
+                for q0 in range(0, K, QB):
+                    cq = q0 + tl.arange(0, QB)
+                    xq = tl.load(X + row * stride_xm + cq, mask=cq < K, other=0.0)
+                    m_r = tl.maximum(m_r, tl.abs(xq.to(tl.float32)))
+                amax = tl.where(rm[:, None] == row, tl.max(m_r, axis=0), amax)
+            xs = tl.maximum(tl.max(amax, axis=1), 1e-8) / 127.0
+            inv = (1.0 / xs)[:, None]
     else:
         xs = tl.load(XS + rm, mask=m_ok, other=0.0)
         inv = 1.0  # unused
@@ -168,22 +201,30 @@ def _gemm_kernel(
         a_hi = _act_tile(X, rm, c_hi, m_ok, hi_ok, stride_xm, inv, FUSE, ASM)
         if W_BITS == 4:
             cb = k0 // 2 + j
-            b = tl.load(B + rn[:, None] * KB + cb[None, :], mask=n_ok[:, None] & (cb[None, :] < KB), other=0)
+            b_ptrs = B + rn_ld[:, None] * KB + cb[None, :]
+            if EVEN_K:
+                b = tl.load(b_ptrs)
+            else:
+                b = tl.load(b_ptrs, mask=(cb < KB)[None, :], other=0)
             w_lo = _unpack_lo(b, ASM)
             w_hi = _unpack_hi(b, ASM)
         else:
-            w_lo = tl.load(B + rn[:, None] * KB + c_lo[None, :], mask=n_ok[:, None] & lo_ok[None, :], other=0)
-            w_hi = tl.load(B + rn[:, None] * KB + c_hi[None, :], mask=n_ok[:, None] & hi_ok[None, :], other=0)
+            if EVEN_K:
+                w_lo = tl.load(B + rn_ld[:, None] * KB + c_lo[None, :])
+                w_hi = tl.load(B + rn_ld[:, None] * KB + c_hi[None, :])
+            else:
+                w_lo = tl.load(B + rn_ld[:, None] * KB + c_lo[None, :], mask=lo_ok[None, :], other=0)
+                w_hi = tl.load(B + rn_ld[:, None] * KB + c_hi[None, :], mask=hi_ok[None, :], other=0)
         if HALF_GROUPS:
             d_lo = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
             d_hi = tl.dot(a_hi, tl.trans(w_hi), out_dtype=tl.int32)
             g = k0 // GROUP
-            s_lo = tl.load(WS + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-            h_ok = n_ok & (rn * 0 + k0 + 32 < K)  # a ragged K may end inside the first half
-            s_hi = tl.load(WS + (g + 1) * N + rn, mask=h_ok, other=0.0).to(tl.float32)
+            s_lo = tl.load(WS + g * N + rn_ld).to(tl.float32)
+            h_ok = rn * 0 + k0 + 32 < K  # a ragged K may end inside the first half
+            s_hi = tl.load(WS + (g + 1) * N + rn_ld, mask=h_ok, other=0.0).to(tl.float32)
             if ASYM:
-                z_lo = tl.load(WZ + g * N + rn, mask=n_ok, other=0).to(tl.int32)
-                z_hi = tl.load(WZ + (g + 1) * N + rn, mask=h_ok, other=0).to(tl.int32)
+                z_lo = tl.load(WZ + g * N + rn_ld).to(tl.int32)
+                z_hi = tl.load(WZ + (g + 1) * N + rn_ld, mask=h_ok, other=0).to(tl.int32)
                 r_lo = tl.sum(a_lo.to(tl.int32), axis=1)
                 r_hi = tl.sum(a_hi.to(tl.int32), axis=1)
                 d_lo -= MUL * r_lo[:, None] * z_lo[None, :]
@@ -199,9 +240,9 @@ def _gemm_kernel(
                 rs = tl.sum(a_lo.to(tl.int32), axis=1) + tl.sum(a_hi.to(tl.int32), axis=1)
             if GROUP > 0:
                 g = k0 // GROUP
-                s = tl.load(WS + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+                s = tl.load(WS + g * N + rn_ld).to(tl.float32)
                 if ASYM:
-                    z = tl.load(WZ + g * N + rn, mask=n_ok, other=0).to(tl.int32)
+                    z = tl.load(WZ + g * N + rn_ld).to(tl.int32)
                     acc_i -= MUL * rs[:, None] * z[None, :]
                 acc_f += acc_i.to(tl.float32) * s[None, :]
             elif ASYM:
@@ -212,11 +253,11 @@ def _gemm_kernel(
     c_ptrs = C + rm[:, None] * stride_cm + rn[None, :]
     if GROUP == 0:
         if ASYM:
-            z = tl.load(WZ + rn, mask=n_ok, other=0).to(tl.int32)
+            z = tl.load(WZ + rn_ld).to(tl.int32)
             acc_i -= MUL * rowsum[:, None] * z[None, :]
         if RAW:
             tl.store(c_ptrs, acc_i // MUL, mask=c_mask)
-        s = tl.load(WS + rn, mask=n_ok, other=0.0).to(tl.float32)
+        s = tl.load(WS + rn_ld).to(tl.float32)
         acc_f = acc_i.to(tl.float32) * s[None, :]
     if not RAW:
         out = acc_f * (xs * (1.0 / MUL))[:, None]
@@ -326,6 +367,7 @@ def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, st
         HAS_BIAS=bias is not None,
         RAW=raw,
         FUSE=fuse,
+        STATIC=static_scale is not None,
         ASM=not INTERPRET,
         **kwargs,
     )
@@ -355,13 +397,12 @@ def gemm(
 
 
 def gemm_fused(
-    x: torch.Tensor, w: PackedWeight, static_scale: float, bias=None, out_dtype=None, split_k=None, tile=None
+    x: torch.Tensor, w: PackedWeight, static_scale=None, bias=None, out_dtype=None, split_k=None, tile=None
 ):
-    """Quantize x (M, K) float to int8 with a static per-tensor scale inside the GEMM and multiply:
-    one launch. Meant for decode-sized M (<= FUSE_MAX_M)."""
+    """Quantize x (M, K) float to int8 inside the GEMM (per tensor with `static_scale`, else per
+    token, as `quant_act` does) and multiply: one launch. Meant for decode-sized M (<= FUSE_MAX_M):
+    every program re-reads its rows of x whole for the per-token absmax."""
     if not x.is_floating_point():
         raise ValueError("gemm_fused takes float activations")
-    if static_scale is None:
-        raise ValueError("gemm_fused needs a static activation scale; quantize per token with quant_act")
     _check(x, w, False)
     return _launch(x, None, w, bias, out_dtype or x.dtype, False, split_k, True, static_scale, tile)

@@ -103,6 +103,7 @@ class LoopStats:
     sync_global_loads: int  # LDG of any width: synchronous loads into registers
     async_copies: int  # LDGSTS (cp.async) and UTMALDG (TMA)
     found: bool = True
+    other_loops: int = 0  # instructions per iteration of the loops without tensor-core ops (prologues)
 
 
 def _instructions(text: str):
@@ -130,14 +131,16 @@ def main_loop(text: str) -> LoopStats:
             m = BRANCH.search(val)
             if m and m.group(1) in label_at and label_at[m.group(1)] < i:
                 loops.append((label_at[m.group(1)], i))
-    best = None
+    best, other = None, 0
     for lo, hi in loops:
         body = [v for k, v in items[lo : hi + 1] if k == "instr"]
-        if any(v.split()[-1] and any(op in v for op in MMA_OPS) for v in body):
+        if any(any(op in v for op in MMA_OPS) for v in body):
             if best is None or len(body) > len(best):
                 best = body
+        elif len(body) > 2:  # not the trap loop at the end (a lone branch)
+            other += len(body)
     if best is None:
-        return LoopStats(0, 0, 0, 0, 0, 0, found=False)
+        return LoopStats(0, 0, 0, 0, 0, 0, found=False, other_loops=other)
     body = [v for v in best if not v.startswith("NOP")]
 
     def count(pred):
@@ -154,6 +157,7 @@ def main_loop(text: str) -> LoopStats:
         byte_loads=count(lambda v: opcode(v).startswith("LDG") and (".U8" in v or ".S8" in v)),
         sync_global_loads=count(lambda v: opcode(v).startswith("LDG") and not opcode(v).startswith("LDGSTS")),
         async_copies=count(lambda v: opcode(v).startswith(("LDGSTS", "UTMALDG", "UBLKCP"))),
+        other_loops=other,
     )
 
 

@@ -239,9 +239,9 @@ def test_asymmetric_and_8bit_are_exact_with_split_k(bits, sym, group):
 
 
 @pytest.mark.parametrize("group", [0, 128])
-def test_fused_static_activation_quantization_is_exact(group):
-    """gemm_fused quantizes float activations inside the GEMM: x on the static grid gives the same
-    codes, hence the same exact output, as quantizing first; off-grid values round like quant_act."""
+def test_fused_activation_quantization_matches_quantizing_first(group):
+    """gemm_fused quantizes float activations inside the GEMM (static scale or per token) to the
+    codes quant_act gives, so the output equals quantizing first."""
     from fptq.kernels import configs
     from fptq.kernels.gemm import gemm, gemm_fused
     from fptq.kernels.quant_act import quant_act
@@ -258,8 +258,14 @@ def test_fused_static_activation_quantization_is_exact(group):
         two = gemm(a_q, a_s, w, bias=bias, out_dtype=torch.float32, split_k=split, tile=tile)
         torch.testing.assert_close(fused, two, rtol=0, atol=1e-5)
         torch.testing.assert_close(fused, gemm_ref(a_q, a_s, w, bias), rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match="static"):
-        gemm_fused(x, w, None)
+    # per token: the row scales are found inside the GEMM, as quant_act finds them
+    a_q, a_s = quant_act(x)
+    for split in (1, 3):
+        fused = gemm_fused(x, w, None, bias=bias, out_dtype=torch.float32, split_k=split, tile=tile)
+        two = gemm(a_q, a_s, w, bias=bias, out_dtype=torch.float32, split_k=split, tile=tile)
+        torch.testing.assert_close(fused, two, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="float activations"):
+        gemm_fused(a_q, w)
 
 
 def test_quant_act_two_pass_fallback_matches_one_pass(monkeypatch):
