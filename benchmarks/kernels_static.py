@@ -195,6 +195,14 @@ def best_before(before, M, N, K):
     return best
 
 
+def ctas_per_sm(registers: int, warps: int, smem: int) -> int:
+    """Resident CTAs per H100 SM: 64K registers (allocated per thread in 8s), 227 KB shared memory,
+    64 warps."""
+    by_regs = 65536 // (-(-registers // 8) * 8 * 32 * warps)
+    by_smem = (227 * 1024) // smem if smem else 32
+    return max(0, min(by_regs, by_smem, 64 // warps, 32))
+
+
 def us(t):
     return f"{t * 1e6:.2f}"
 
@@ -305,10 +313,10 @@ def render(reports, before) -> str:
     L.append("## Per config: the compiled code (after)\n")
     L.append(
         "| kernel | BLOCK MxNxK | warps | stages | group | bits | variant | split | registers | spills (B) | "
-        "smem (KB) | loop instr / thread | mma | wgmma | byte loads | async copies | warp-instr / weight byte | "
-        "prologue loop instr |"
+        "smem (KB) | CTAs / SM | loop instr / thread | mma | wgmma | byte loads | async copies | "
+        "warp-instr / weight byte | prologue loop instr |"
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         c = r["config"]
         lp = r["loop"] or {}
@@ -319,14 +327,15 @@ def render(reports, before) -> str:
             L.append(
                 f"| gemm | {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} | {c['warps']} | {c['stages']} | "
                 f"{c['group'] or 'channel'} | {c['bits']} | {variant} | {c['split']} | {r['registers']} | "
-                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | {lp.get('instructions')} | {lp.get('mma')} | "
+                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | "
+                f"{ctas_per_sm(r['registers'], c['warps'], r['shared_bytes'])} | {lp.get('instructions')} | {lp.get('mma')} | "
                 f"{lp.get('wgmma')} | {lp.get('byte_loads')} | {lp.get('async_copies')} | "
                 f"{r['warp_instr_per_weight_byte']:.3f} | {lp.get('other_loops') or '-'} |"
             )
         else:
             L.append(
                 f"| quant_act | K={c['K']} | {c['num_warps']} | - | - | - | one pass | - | {r['registers']} | "
-                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | - | - | - | - | - |"
+                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | - | - | - | - | - | - |"
             )
     L.append("")
     if before:

@@ -41,6 +41,7 @@ FUSE_MAX_M = 16  # a static activation scale is applied inside the GEMM up to th
 # per-token quantization inside the GEMM re-reads each row in every program: worth one launch at
 # M = 1 only (benchmarks/kernels_static.md: 3.9x over bf16 at M = 1, 1.9x at M = 4 on o_proj)
 FUSE_TOKEN_MAX_M = 1
+MAX_K_PER_CHANNEL = (2**31 - 1) // 2**14  # |a| <= 128, |16 q| <= 128: K terms must fit int32
 
 
 @triton.jit
@@ -146,11 +147,12 @@ def _gemm_kernel(
     m_ok = rm < M
     n_ok = rn < N
     # loads use the columns wrapped into range (no masks in the K loop; the wrapped columns of a
-    # ragged last block are computed and never stored), stores the mask
+    # ragged last block are computed and never stored), stores the mask. No contiguity hint on the
+    # wrapped indices: a vector load of the scales would read past N.
     if EVEN_N:
         rn_ld = rn
     else:
-        rn_ld = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
+        rn_ld = rn % N
     j = tl.arange(0, HALF)
     klo = (j // 32) * 64 + j % 32  # A's columns under the low nibbles (the high ones: + 32)
     # this program's K range: whole tiles, split evenly
@@ -338,6 +340,11 @@ def _check(x: torch.Tensor, w: PackedWeight, raw: bool) -> None:
         raise ValueError(f"kernel group size must be 32 or a multiple of 64, got {w.group_size}")
     if w.zero is not None and w.zero.is_floating_point():
         raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
+    if w.per_channel and w.in_features > MAX_K_PER_CHANNEL:
+        raise ValueError(
+            f"per-channel K = {w.in_features} could overflow the int32 accumulator (|a q| <= 2^14 per "
+            f"term, K <= {MAX_K_PER_CHANNEL}); use groups"
+        )
 
 
 def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, static_scale, tile=None):

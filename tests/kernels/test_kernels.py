@@ -134,13 +134,15 @@ def test_quantlinear_triton_backend_matches_reference():
             act_mode=mode,
             act_scale=torch.tensor(0.03) if mode == "static" else None,
         )
-        x = torch.randn(2, 5, 96)
-        ref = ql(x)
         model = torch.nn.Sequential(ql)
-        assert set_backend(model, "triton") == 1
-        out = ql(x)
-        assert out.shape == ref.shape
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        for shape in [(2, 5, 96), (1, 1, 96)]:  # M = 10: quant_act + GEMM; M = 1: fused (one launch)
+            x = torch.randn(*shape)
+            set_backend(model, "reference")
+            ref = ql(x)
+            assert set_backend(model, "triton") == 1
+            out = ql(x)
+            assert out.shape == ref.shape
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_triton_backend_rejects_weight_only():
@@ -276,3 +278,16 @@ def test_quant_act_two_pass_fallback_matches_one_pass(monkeypatch):
     monkeypatch.setattr(qa, "ONE_PASS_MAX", 64)  # rows wider than this take two passes of 64
     two = qa.quant_act(x, block_k=64)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_gemm_refuses_what_it_cannot_run():
+    from fptq.kernels.gemm import MAX_K_PER_CHANNEL, gemm
+    from fptq.kernels.reference import PackedWeight
+
+    K = MAX_K_PER_CHANNEL + 1  # 131072: int32 partial sums could overflow per channel
+    w = PackedWeight(torch.zeros(1, K // 2, dtype=torch.int8), torch.ones(1, 1), None, 4, K, K, 1)
+    with pytest.raises(ValueError, match="overflow"):
+        gemm(torch.zeros(1, K, dtype=torch.int8), torch.ones(1), w)
+    w96 = _weight(8, 192, 4, 96, True)[0]  # 96 = 3 x 32: no K-tile fits it
+    with pytest.raises(ValueError, match="32 or a multiple of 64"):
+        gemm(torch.zeros(1, 192, dtype=torch.int8), torch.ones(1), w96)
