@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from fptq.act import ActQuant
 from fptq.granularity import GroupLayout
-from fptq.kernels.configs import supported_group
 from fptq.kernels.reference import (
     PackedWeight,
     dequantize_packed,
@@ -262,6 +261,8 @@ def kernel_constraint_errors(
         out.append("runs W4A8/W8A8 (int8 activations); weight-only schemes need backend=reference")
     elif act_bits != 8:
         out.append(f"needs int8 activations, got {act_bits}-bit")
+    from fptq.kernels.configs import supported_group  # imports triton: only when asked
+
     if not per_channel and not supported_group(group_size):
         out.append(f"needs group size 32 or a multiple of 64 (kernels/configs.py), got {group_size}")
     return out

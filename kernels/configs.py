@@ -12,7 +12,13 @@ from typing import Dict, List, Optional
 
 import triton
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+def interpreting() -> bool:
+    """Triton's CPU interpreter is on (read when asked: gemm.py reads it once, at its import, as
+    its @triton.jit decorators do)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 H100_SMS = 132  # the target when no GPU is visible (H100 SXM)
 MIN_TILES_PER_SPLIT = 2  # a split-K slice keeps at least this many K-tiles
 MAX_SPLIT = 16
@@ -44,7 +50,9 @@ def _config(tile, split: int = 1) -> triton.Config:
     )
 
 
-def gemm_configs(gpu: bool = not INTERPRET) -> List[triton.Config]:
+def gemm_configs(gpu: Optional[bool] = None) -> List[triton.Config]:
+    if gpu is None:
+        gpu = not interpreting()
     if not gpu:  # the interpreter cannot autotune over several configs
         return [_config(INTERPRET_TILE)]
     return [_config(t) for t in GPU_TILES]
@@ -117,20 +125,22 @@ def prune(configs, named_args, **kwargs):
 
 
 def pick(
-    M: int, N: int, K: int, group: int, bits: int, split: Optional[int] = None, tile=None
+    M: int, N: int, K: int, group: int, bits: int, split: Optional[int] = None, tile=None, interpret=None
 ) -> triton.Config:
     """One config without autotuning: the interpreter's, or (on a GPU) the first that fits."""
+    if interpret is None:
+        interpret = interpreting()
     if tile is not None and not group_fits(group, tile[2]):
         raise ValueError(f"tile {tile[:3]} does not fit group size {group}")
     if tile is None:
-        if INTERPRET:
+        if interpret:
             tile = INTERPRET_TILE
         else:
             cands = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
             small = [t for t in cands if t[0] <= max(16, triton.next_power_of_2(M))]
             tile = (small or cands)[0]
     if split is None:
-        split = 1 if INTERPRET else split_for(M, N, K, tile[0], tile[1], tile[2], n_sms())
+        split = 1 if interpret else split_for(M, N, K, tile[0], tile[1], tile[2], n_sms())
     return _config(tile, split)
 
 

@@ -36,7 +36,7 @@ import triton.language as tl
 from . import configs as _cfg
 from .reference import PackedWeight, storage_bits
 
-INTERPRET = _cfg.INTERPRET
+INTERPRET = _cfg.interpreting()  # fixed at import, as the decorators below are
 FUSE_MAX_M = 16  # a static activation scale is applied inside the GEMM up to this many rows
 # per-token quantization inside the GEMM re-reads each row in every program: worth one launch at
 # M = 1 only (benchmarks/kernels_static.md: 3.9x over bf16 at M = 1, 1.9x at M = 4 on o_proj)
@@ -301,7 +301,7 @@ def _gemm_kernel(
 
 
 _gemm = triton.autotune(
-    configs=_cfg.gemm_configs(),
+    configs=_cfg.gemm_configs(gpu=not INTERPRET),
     key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "FUSE", "ASYM"],
     prune_configs_by={"early_config_prune": _cfg.prune},
 )(_gemm_kernel)
@@ -362,7 +362,7 @@ def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, st
     zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric
     kwargs = {}
     if INTERPRET or forced is not None or tile is not None:
-        cfg = _cfg.pick(M, N, K, group, bits, forced, tile)
+        cfg = _cfg.pick(M, N, K, group, bits, forced, tile, interpret=INTERPRET)
         kwargs = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         kernel = _gemm_kernel
     else:

@@ -72,7 +72,7 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     pad = -K % PAIR
     if pad:
         q = torch.cat([q, torch.zeros(N, pad, dtype=torch.int8, device=q.device)], 1)
-    c = q.view(N, -1, 2, PAIR // 2)  # (N, chunks, half, 32)
+    c = q.reshape(N, -1, 2, PAIR // 2)  # (N, chunks, half, 32)
     byte = (c[:, :, 0] & 0x0F) | torch.bitwise_left_shift(c[:, :, 1], 4)
     return byte.reshape(N, -1).contiguous()
 
@@ -81,7 +81,7 @@ def unpack_int4(packed: torch.Tensor, K: int) -> torch.Tensor:
     """Inverse of pack_int4: (N, 32 * ceil(K / 64)) int8 -> (N, K) int8 codes (arithmetic shifts
     sign-extend each nibble; int8 arithmetic throughout)."""
     N = packed.shape[0]
-    b = packed.view(N, -1, PAIR // 2)
+    b = packed.reshape(N, -1, PAIR // 2)
     lo, hi = torch.bitwise_left_shift(b, 4) >> 4, b >> 4
     return torch.stack([lo, hi], 2).reshape(N, -1)[:, :K]
 
