@@ -19,8 +19,6 @@ Model (per kernel; assumptions stated in the output):
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -57,11 +55,9 @@ ROWS = [
 
 
 def compile_reports():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run(
-        [sys.executable, "-m", "fptq.kernels.sm90"], env=env, capture_output=True, text=True, check=True
-    )
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    from fptq.kernels import sm90
+
+    return sm90.collect()
 
 
 def cdiv(a, b):

@@ -34,14 +34,20 @@ if TYPE_CHECKING:
     from fptq.scheme import QuantScheme
 
 
+def _rtn_weight(W: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """W fake-quantized round-to-nearest on the scheme's weight grid (as is for float weights)."""
+    w = scheme.weight
+    return W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))
+
+
 def output_sqnr(
     X: torch.Tensor, W: torch.Tensor, mode: LayerMode, scheme: QuantScheme, Wq: Optional[torch.Tensor] = None
 ) -> float:
     """Output SQNR (dB) of one linear on rows X with RTN weights and activation mode `mode`
     (Wq: W already quantized, when the caller measures several modes on the same weights)."""
-    act, w = scheme.act, scheme.weight
+    act = scheme.act
     if Wq is None:
-        Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))
+        Wq = _rtn_weight(W, scheme)
     if mode == LayerMode.DYNAMIC:
         Xq = fake_quant_act_per_token(X, act.bits, act.scale_rule)
     else:
@@ -62,8 +68,7 @@ def auto_modes(
     sq: Dict[str, Dict[LayerMode, float]] = {}
     for n, lin in linears.items():
         X, W = folder.stats[n].sample_tensor().float(), lin.weight.float()
-        w = scheme.weight
-        Wq = W if w is None else fake_quant_weight(W, w.grid, w.layout(W.shape[1]))  # once for both modes
+        Wq = _rtn_weight(W, scheme)  # once for both modes
         sq[n] = {m: output_sqnr(X, W, m, scheme, Wq) for m in (LayerMode.DYNAMIC, LayerMode.STATIC)}
     for g in groups:
         _, s_in = folder.scale(g, act.equalizer)

@@ -58,11 +58,6 @@ def gemm_configs(gpu: Optional[bool] = None) -> List[triton.Config]:
     return [_config(t) for t in GPU_TILES]
 
 
-def per_channel_only(cfg: triton.Config) -> bool:
-    k = cfg.kwargs
-    return any(t[:3] == (k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"]) and t[5] for t in GPU_TILES)
-
-
 def group_fits(group: int, block_k: int) -> bool:
     """A K-tile lies inside one group, or (g32) each of its two halves is a group."""
     return group == 0 or group % block_k == 0 or (group == 32 and block_k == 64)
@@ -71,6 +66,16 @@ def group_fits(group: int, block_k: int) -> bool:
 def supported_group(group: int) -> bool:
     """Group sizes the kernel runs (0: per output channel)."""
     return group == 0 or any(group_fits(group, t[2]) for t in GPU_TILES)
+
+
+def candidate_tiles(M: int, group: int, fuse: bool = False) -> List[tuple]:
+    """The GPU tiles that fit the group size (per-channel-only tiles need group 0) and, when fused,
+    M = 16 tiles; of those, the ones no taller than M needs (all of them if none is)."""
+    out = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
+    if fuse:
+        out = [t for t in out if t[0] == 16]
+    small = [t for t in out if t[0] <= max(16, triton.next_power_of_2(M))]
+    return small or out
 
 
 def bucket(M: int) -> int:
@@ -105,13 +110,8 @@ def prune(configs, named_args, **kwargs):
     group = kwargs.get("GROUP", named_args.get("GROUP", 0))
     fuse = kwargs.get("FUSE", named_args.get("FUSE", False))
     M, N, K = named_args["M"], named_args["N"], named_args["K"]
-    out = [
-        c for c in configs if group_fits(group, c.kwargs["BLOCK_K"]) and not (group and per_channel_only(c))
-    ]
-    if fuse:
-        out = [c for c in out if c.kwargs["BLOCK_M"] == 16]
-    small = [c for c in out if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(M))]
-    out = small or out
+    keep = {t[:3] for t in candidate_tiles(M, group, fuse)}
+    out = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) in keep]
     sms = n_sms()
     res = []
     for c in out:
@@ -136,9 +136,7 @@ def pick(
         if interpret:
             tile = INTERPRET_TILE
         else:
-            cands = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
-            small = [t for t in cands if t[0] <= max(16, triton.next_power_of_2(M))]
-            tile = (small or cands)[0]
+            tile = candidate_tiles(M, group)[0]
     if split is None:
         split = 1 if interpret else split_for(M, N, K, tile[0], tile[1], tile[2], n_sms())
     return _config(tile, split)

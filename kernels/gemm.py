@@ -239,7 +239,8 @@ def _gemm_kernel(
             d_hi = tl.dot(a_hi, tl.trans(w_hi), out_dtype=tl.int32)
             g = k0 // GROUP
             s_lo = tl.load(WS + g * N + rn_ld).to(tl.float32)
-            h_ok = rn * 0 + k0 + 32 < K  # a ragged K may end inside the first half
+            # a ragged K may end inside the first half: no group g + 1 then
+            h_ok = (rn * 0 + k0 + 32 < K) | EVEN_K
             s_hi = tl.load(WS + (g + 1) * N + rn_ld, mask=h_ok, other=0.0).to(tl.float32)
             if ASYM:
                 z_lo = tl.load(WZ + g * N + rn_ld).to(tl.int32)
@@ -278,8 +279,8 @@ def _gemm_kernel(
             acc_i -= MUL * rowsum[:, None] * z[None, :]
         if RAW:
             tl.store(c_ptrs, acc_i // MUL, mask=c_mask)
-        s = tl.load(WS + rn_ld).to(tl.float32)
-        acc_f = acc_i.to(tl.float32) * s[None, :]
+        else:
+            acc_f = acc_i.to(tl.float32) * tl.load(WS + rn_ld).to(tl.float32)[None, :]
     if not RAW:
         out = acc_f * (xs * (1.0 / MUL))[:, None]
         if SPLIT_K == 1:

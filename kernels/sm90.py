@@ -236,6 +236,19 @@ def inspect_config(case) -> Report:
     )
 
 
+def collect(timeout: float = 1200) -> List[dict]:
+    """Run `python -m fptq.kernels.sm90` in a process without TRITON_INTERPRET and return its
+    reports (raises with the child's stderr if it fails)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
+    out = subprocess.run(
+        [sys.executable, "-m", "fptq.kernels.sm90"], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"python -m fptq.kernels.sm90 failed:\n{out.stderr[-3000:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
 def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         os.environ.pop("TRITON_INTERPRET")

@@ -8,11 +8,6 @@ and issues 4 warp-instructions per clock, so a decode loop that streams packed w
 most 4 / 13.9 = 0.29 warp-instructions per weight byte, or it is issue-bound below bandwidth.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 from fptq.kernels import configs
@@ -24,13 +19,9 @@ ISSUE_PER_BYTE = 4 / (3.35e12 / 132 / 1.83e9)  # 0.288
 
 @pytest.fixture(scope="module")
 def reports():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    out = subprocess.run(
-        [sys.executable, "-m", "fptq.kernels.sm90"], env=env, capture_output=True, text=True, timeout=1200
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    from fptq.kernels import sm90
+
+    rows = sm90.collect()
     assert len(rows) == len(configs.all_sm90_cases())
     return rows
 
