@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fptq.granularity import resolve  # noqa: E402
-from fptq.primitives import Grid, quantize_weight  # noqa: E402
-from fptq.qlinear import QuantLinear, set_backend  # noqa: E402
+from fptq.quant.granularity import resolve  # noqa: E402
+from fptq.quant.primitives import Grid, quantize_weight  # noqa: E402
+from fptq.quant.qlinear import QuantLinear, set_backend  # noqa: E402
 
 
 def build(layers: int, hidden: int, inter: int, heads: int, kv_heads: int, dtype, device):

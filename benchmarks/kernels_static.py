@@ -109,7 +109,7 @@ def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True, 
 
 
 def fused_at(M, act):
-    """Whether the backend quantizes inside the GEMM at this M (fptq.qlinear's dispatch)."""
+    """Whether the backend quantizes inside the GEMM at this M (fptq.quant.qlinear's dispatch)."""
     from fptq.kernels.gemm import FUSE_MAX_M, FUSE_TOKEN_MAX_M
 
     return M <= (FUSE_MAX_M if act == "static" else FUSE_TOKEN_MAX_M)

@@ -13,10 +13,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from fptq.calibration import PROPAGATE
+from fptq.quant.calibration import PROPAGATE
 from fptq.files import DataError, read_jsonl, read_text
 from fptq.hub import SOURCES, use_hub
-from fptq.identity import source_tree
+from fptq.study.identity import source_tree
 
 log = logging.getLogger(__name__)
 

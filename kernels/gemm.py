@@ -339,7 +339,7 @@ def _check(x: torch.Tensor, w: PackedWeight, raw: bool) -> None:
         raise ValueError("raw int32 accumulators are defined for per-channel weights only")
     if not w.per_channel and not _cfg.supported_group(w.group_size):
         raise ValueError(f"kernel group size must be 32 or a multiple of 64, got {w.group_size}")
-    if w.zero is not None and w.zero.is_floating_point():
+    if w.float_zero:
         raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
     if w.per_channel and w.in_features > MAX_K_PER_CHANNEL:
         raise ValueError(

@@ -6,7 +6,7 @@ rows fall back to two passes (absmax, then quantize).
 
 Per-token dynamic: absmax over the row, scale = absmax / 127, q = round(x / scale).
 Per-tensor static: the given scale. Rounds half to even, as `torch.round` and
-`fptq.primitives.quantize_act_per_token` do (the tests check ties).
+`fptq.quant.primitives.quantize_act_per_token` do (the tests check ties).
 On CPU set TRITON_INTERPRET=1 before importing this module.
 """
 

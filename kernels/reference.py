@@ -1,7 +1,7 @@
 """Pure-torch reference of the W4A8 / W8A8 kernels: the test oracle and THE packed weight format.
 
-One format, read by the Triton kernels and by `fptq.qlinear.QuantLinear` (whose buffers are these
-tensors) and written as-is into saved checkpoints (`fptq.checkpoint`):
+One format, read by the Triton kernels and by `fptq.quant.qlinear.QuantLinear` (whose buffers are these
+tensors) and written as-is into saved checkpoints (`fptq.models.checkpoint`):
 
 - codes, 2..4-bit (stored in nibbles), K-contiguous: (N, 32 * ceil(K / 64)) int8. Along K the
   codes are cut into chunks of PAIR = 64; byte [n, 32 c + j] holds W[n, 64 c + j] in its low nibble
@@ -23,7 +23,7 @@ tensors) and written as-is into saved checkpoints (`fptq.checkpoint`):
 `group_size` is the resolved group size along K: group_size == K is per output channel. A ragged
 last group (K not a multiple of group_size) is shorter.
 
-The activation quantizer's reference is `fptq.primitives.quantize_act_per_token` (the kernels
+The activation quantizer's reference is `fptq.quant.primitives.quantize_act_per_token` (the kernels
 round half to even, as it does); this package imports nothing from the rest of fptq.
 """
 
@@ -62,6 +62,18 @@ class PackedWeight:
     @property
     def per_channel(self) -> bool:
         return self.group_size >= self.in_features
+
+    @property
+    def zero_kind(self) -> Optional[str]:
+        """None (symmetric), "int" (int8 zero points) or "float" (float zeros in the scale dtype):
+        the one place a layer's zero-point kind is read from its buffers."""
+        if self.zero is None:
+            return None
+        return "float" if self.zero.is_floating_point() else "int"
+
+    @property
+    def float_zero(self) -> bool:
+        return self.zero_kind == "float"
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def fptq_run(args, tmp_path: Path, ok: bool = True, wiki: str = "wiki.txt") -> s
     cmd = [
         sys.executable,
         "-m",
-        "fptq.cli",
+        "fptq.study.cli",
         *args,
         "debug=tiny",
         f"data.wikitext2={tmp_path / wiki}",
@@ -139,3 +139,14 @@ def plant_outliers(model, channels=(3, 17), factor=60.0):
 @pytest.fixture
 def calib_ids():
     return torch.randint(0, 258, (8, 32), generator=torch.Generator().manual_seed(0))
+
+
+def compose_config(overrides):
+    """fptq-run's config composed from conf/ with `overrides` (no Hydra run)."""
+    from hydra import compose, initialize_config_dir
+
+    from fptq.study.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)

@@ -17,7 +17,7 @@ class FailOnce(Callback):
         if config.quant.name != self.scheme or self.marker.exists():
             return
         self.marker.write_text("failed once")
-        import fptq.runner as runner
+        import fptq.study.runner as runner
 
         original = runner.quantize
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fptq.data import CalibSpec, DataSpec, calibration_ids, eval_tokens, local_file
-from fptq.models import byte_tokenizer
+from fptq.models.loading import byte_tokenizer
 
 
 def test_local_wikitext2_from_shared(shared_data):

@@ -91,7 +91,7 @@ def test_wheel_in_a_fresh_venv_runs_fptq_run(wheel, tmp_path):
         FPTQ_CACHE_DIR=str(tmp_path / "cache"),
     )
     where = subprocess.run(
-        [str(py), "-c", "import fptq, fptq.cli; print(fptq.__file__); print(fptq.cli.CONF_DIR)"],
+        [str(py), "-c", "import fptq, fptq.study.cli; print(fptq.__file__); print(fptq.study.cli.CONF_DIR)"],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -120,6 +120,6 @@ def test_wheel_in_a_fresh_venv_runs_fptq_run(wheel, tmp_path):
     assert rows
     # the wheel's code version is the checkout's (kernels/ sits elsewhere, the digest is the same):
     # a study can mix jobs run from either without recomputing
-    from fptq.identity import code_version
+    from fptq.study.identity import code_version
 
     assert json.loads(rows[0].read_text())["code_version"] == code_version()

@@ -41,7 +41,7 @@ def make_checkpoint(folder: Path, depth: int) -> None:
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
-    from fptq.models import byte_tokenizer
+    from fptq.models.loading import byte_tokenizer
 
     if (folder / "model.safetensors.index.json").is_file():
         return
@@ -130,9 +130,9 @@ def measure(folder: str, mode: str, n_samples: int, seqlen: int) -> dict:
     """In this (fresh) process: quantize and report peak RSS and counters."""
     import torch
 
-    from fptq.models import ModelSpec, load_model
-    from fptq.pipeline import quantize_model
-    from fptq.scheme import ActSpec, QuantScheme, WeightSpec
+    from fptq.models.loading import ModelSpec, load_model
+    from fptq.quant.pipeline import quantize_model
+    from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
 
     torch.set_num_threads(2)
     onload = "sequential" if mode == "sequential" else "eager"
@@ -149,7 +149,7 @@ def measure(folder: str, mode: str, n_samples: int, seqlen: int) -> dict:
     ids = torch.randint(0, VOCAB, (n_samples, seqlen), generator=torch.Generator().manual_seed(0))
     kw = {}
     if mode == "sequential":
-        from fptq.onload import BlockLoader
+        from fptq.models.onload import BlockLoader
 
         kw["onload"] = BlockLoader(model, torch.bfloat16, "cpu").load
     report = quantize_model(model, scheme, ids, batch_size=n_samples, progress=False, propagate="float", **kw)

@@ -86,8 +86,8 @@ def perplexity_blockwise(
     through block i, whose float weights `loader` reads from the checkpoint and drops afterwards.
     For a float model that does not fit: only one block and the windows' hidden states are resident.
     """
-    from fptq.arch import arch_of
-    from fptq.calibration import capture_block_inputs, capture_block_kwargs, run_block, with_block_kwargs
+    from fptq.models.arch import arch_of
+    from fptq.quant.calibration import capture_block_inputs, capture_block_kwargs, run_block, with_block_kwargs
 
     t0 = time.perf_counter()
     total, n = _windows(ids, seqlen, max_windows)

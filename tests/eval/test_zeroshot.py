@@ -3,7 +3,7 @@ import pytest
 from conftest import tiny_model
 from fptq.data import DataSpec
 from fptq.eval.zeroshot import evaluate_tasks, summarize
-from fptq.models import byte_tokenizer
+from fptq.models.loading import byte_tokenizer
 
 
 def test_summary_averages():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fptq.granularity import GroupLayout
+from fptq.quant.granularity import GroupLayout
 from fptq.kernels.reference import gemm_ref, int_acc_ref, pack_int4, pack_weight, unpack_int4
-from fptq.primitives import Grid, quantize, quantize_act_per_token, quantize_weight
+from fptq.quant.primitives import Grid, quantize, quantize_act_per_token, quantize_weight
 
 
 def _layout(K, group):
@@ -118,7 +118,7 @@ def test_split_k_matches_single_program(group):
 def test_quantlinear_triton_backend_matches_reference():
     """A W4A8 QuantLinear gives the same output through the Triton path as the reference path
     (same int8 codes except on exact rounding ties, which random inputs do not hit)."""
-    from fptq.qlinear import QuantLinear, set_backend
+    from fptq.quant.qlinear import QuantLinear, set_backend
 
     torch.manual_seed(0)
     W = torch.randn(48, 96)
@@ -146,7 +146,7 @@ def test_quantlinear_triton_backend_matches_reference():
 
 
 def test_triton_backend_rejects_weight_only():
-    from fptq.qlinear import QuantLinear, set_backend
+    from fptq.quant.qlinear import QuantLinear, set_backend
 
     W = torch.randn(32, 64)
     q, s, z = quantize_weight(W, Grid(4, True), GroupLayout(64, 32))
@@ -158,14 +158,14 @@ def test_triton_backend_rejects_weight_only():
 def test_quantized_model_runs_on_triton_backend(calib_ids):
     """A tiny LLaMA quantized with FPTQ W4A8 gives the same logits on both backends."""
     from conftest import tiny_model
-    from fptq.pipeline import quantize_model
-    from fptq.qlinear import set_backend
-    from fptq.scheme import ActSpec, QuantScheme, WeightSpec
+    from fptq.quant.pipeline import quantize_model
+    from fptq.quant.qlinear import set_backend
+    from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
 
     model = tiny_model("llama")
     quantize_model(
         model,
-        QuantScheme("w4a8_fptq", WeightSpec(4, "group", 32), ActSpec()),
+        QuantScheme("w4a8_fptq", WeightSpec(4, 32), ActSpec()),
         calib_ids,
         batch_size=4,
         progress=False,

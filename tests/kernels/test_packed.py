@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fptq.granularity import GroupLayout
+from fptq.quant.granularity import GroupLayout
 from fptq.kernels.reference import (
     dequantize_packed,
     gemm_ref,
@@ -12,7 +12,7 @@ from fptq.kernels.reference import (
     packed_shape,
     weight_codes,
 )
-from fptq.primitives import Grid, dequantize_weight, quantize_weight
+from fptq.quant.primitives import Grid, dequantize_weight, quantize_weight
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])

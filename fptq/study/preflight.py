@@ -1,0 +1,212 @@
+"""Checks that run before any work (before loading weights, the fp baseline or calibration):
+everything about a job that can be known from its config, the model's config and the first
+records of its data files. All problems are reported together, each saying what to do.
+
+- the backend against the device, and against the scheme (kernel-supported bits and groups);
+- the model: its files, a known architecture, and the weight group size against every quantized
+  layer's width (from the model config, on a meta-device skeleton: no weights are read);
+- the data: each file the job reads exists and its first records parse (evaluation, calibration,
+  lm-eval task data).
+"""
+
+import fnmatch
+import logging
+from pathlib import Path
+from typing import Any, List, Optional
+
+import torch
+
+from fptq.eval.tasks import tasks_from_hub
+from fptq.files import read_jsonl, read_text
+from fptq.hub import hub_reachable, use_hub
+from fptq.models.loading import random_config
+from fptq.study.spec import RunSpec
+
+log = logging.getLogger(__name__)
+FIRST_RECORDS = 5  # JSONL records parsed per file
+FIRST_BYTES = 1 << 16  # bytes of a text file decoded
+
+
+class PreflightError(ValueError):
+    def __init__(self, problems: List[str]):
+        self.problems = problems
+        super().__init__(
+            "the job cannot run; fix these before any work is done:\n  - " + "\n  - ".join(problems)
+        )
+
+
+def preflight(spec: RunSpec, device: torch.device) -> None:
+    problems: List[str] = []
+    problems += backend_problems(spec, device)
+    config = model_config(spec, problems)
+    if config is not None:
+        problems += layer_problems(spec, config)
+    problems += data_problems(spec)
+    if problems:
+        raise PreflightError(problems)
+
+
+# ---- backend --------------------------------------------------------------------------------------
+
+
+def backend_problems(spec: RunSpec, device: torch.device) -> List[str]:
+    """backend=triton: the device, and the scheme against the kernels' constraints (the same
+    checks set_backend makes per layer after quantization)."""
+    if spec.backend != "triton":
+        return []
+    from fptq.quant.qlinear import check_kernel_device, kernel_constraint_errors
+
+    out = []
+    try:
+        check_kernel_device(device)
+    except RuntimeError as e:
+        out.append(str(e))
+    w, a = spec.quant.weight, spec.quant.act
+    errors = kernel_constraint_errors(
+        w.bits if w else 16,
+        a.bits if a else None,
+        w.group_size if w else 0,
+        per_channel=w is None or w.per_channel,
+        float_zero=w is not None and w.grid.float_zero,
+        act_rule=a.scale_rule if a else "max",
+    )
+    return out + [f"backend=triton {e} (quant={spec.quant.name})" for e in errors]
+
+
+# ---- model ----------------------------------------------------------------------------------------
+
+
+def model_config(spec: RunSpec, problems: List[str]) -> Optional[Any]:
+    """The transformers config of the job's model, read without weights; None if it cannot be
+    known yet (a hub id with no hub: loading reports that) or is broken (then a problem)."""
+    m = spec.model
+    try:
+        if m.source == "random":
+            return random_config(m)
+        if m.source == "quantized":
+            from fptq.models.checkpoint import read_quantization_config
+
+            read_quantization_config(m.path)  # a missing or foreign folder fails here, named
+            return None  # quantized already: no group sizes to check
+        from transformers import AutoConfig
+
+        if m.path:
+            folder = Path(m.path).expanduser()
+            if not (folder / "config.json").is_file():
+                problems.append(
+                    f"model.path={m.path!r}: no config.json there; point model.path at a folder holding "
+                    "config.json and the weights"
+                )
+                return None
+            return AutoConfig.from_pretrained(str(folder))
+        if m.source == "smollm2_gguf":
+            from fptq.models.loading import smollm2_folder_cached, smollm2_gguf_path
+
+            cached = smollm2_folder_cached(spec.paths.cache_dir)
+            if cached is not None:
+                return AutoConfig.from_pretrained(str(cached))
+            g = smollm2_gguf_path()
+            return AutoConfig.from_pretrained(str(g.parent), gguf_file=g.name)
+        if hub_reachable():
+            return AutoConfig.from_pretrained(m.hf_id)
+        problems.append(
+            f"model {m.name!r}: the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and no "
+            f"local copy was given; download {m.hf_id!r} elsewhere and pass model.path=/its/folder"
+        )
+    except (OSError, ValueError, ModuleNotFoundError) as e:
+        msg = str(e)
+        problems.append(msg if msg.startswith(f"model {m.name!r}") else f"model {m.name!r}: {msg}")
+    return None
+
+
+def layer_problems(spec: RunSpec, config) -> List[str]:
+    """Architecture mapping and group size against every quantized linear's input width."""
+    from fptq.models.arch import ARCHS
+    from fptq.models.onload import empty_model
+
+    model = empty_model(config, torch.float32)
+    arch_name = type(model).__name__
+    if arch_name not in ARCHS and spec.quant.on_unknown_arch == "error" and not spec.quant.is_float:
+        return [
+            f"no architecture mapping for {arch_name}; known: {sorted(ARCHS)}. Add an ArchSpec to "
+            "fptq.models.arch.ARCHS, or set quant.on_unknown_arch=dynamic"
+        ]
+    w = spec.quant.weight
+    if w is None or w.per_channel:
+        return []
+    too_narrow = {}
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or any(fnmatch.fnmatch(name, p) for p in spec.quant.ignore):
+            continue
+        if w.group_size > mod.in_features:
+            too_narrow.setdefault(mod.in_features, name)
+    return [
+        f"quant.weight.group_size={w.group_size} is wider than {name} ({width} inputs, and every layer "
+        f"of that width); use a group size <= {min(too_narrow)} or weight=int4_channel"
+        for width, name in sorted(too_narrow.items())
+    ]
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+
+def data_problems(spec: RunSpec) -> List[str]:
+    from fptq.data import local_file
+    from fptq.study.jobkey import data_files
+
+    out = []
+    for name in dict.fromkeys(data_files(spec).values()):
+        try:
+            if use_hub(spec.data.source, f"data.{name}"):
+                continue
+            check_data_file(name, local_file(name, spec.data))
+        except (OSError, ValueError, RuntimeError) as e:
+            out.append(str(e))
+    if spec.eval.tasks:
+        out += task_problems(spec)
+    return out
+
+
+def check_data_file(name: str, path: Path) -> None:
+    """Parse the first records of a data set's local file; raises ValueError naming the file, the
+    line and what was expected."""
+    if path.suffix == ".jsonl":
+        if not read_jsonl(path, field="text", limit=FIRST_RECORDS):
+            raise ValueError(f'{path}: no records; expected JSON lines like {{"text": ...}} ({name})')
+    else:
+        head = read_text(path, f"{name} as UTF-8 text", limit=FIRST_BYTES)
+        if not head.strip():
+            raise ValueError(f"{path}: empty; expected {name} as UTF-8 text")
+
+
+def task_problems(spec: RunSpec) -> List[str]:
+    from fptq.eval.tasks import task_data_root, task_files
+
+    e = spec.eval
+    if tasks_from_hub(e.task_source, spec.data):
+        return []
+    try:
+        root = task_data_root(spec.data, e.task_data)
+    except (FileNotFoundError, ValueError) as err:
+        return [str(err)]
+    out = []
+    for t in e.tasks:
+        files = task_files(t, root)
+        if not files:
+            out.append(
+                f"task {t}: no data files under {root}; set eval.task_data=/folder laid out like shared/data"
+            )
+        for rel in files[:1] if t == "mmlu" else files:
+            f = root / rel
+            try:
+                if not f.is_file():
+                    raise FileNotFoundError(
+                        f"task {t}: expected the file {f}; set eval.task_data=/folder laid out like shared/data"
+                    )
+                if f.suffix == ".jsonl":
+                    read_jsonl(f, limit=FIRST_RECORDS)
+                else:
+                    read_text(f, f"task {t} data as UTF-8 text", limit=FIRST_BYTES)
+            except (OSError, ValueError) as err:
+                out.append(str(err))
+    return out

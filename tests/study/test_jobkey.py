@@ -1,0 +1,54 @@
+"""The job key: what a job computes, not where its files are or how it is shown."""
+
+from dataclasses import replace
+
+import fptq.study.jobkey as jobkey
+from fptq.data import CalibSpec, DataSpec
+from fptq.models.loading import ModelSpec
+from fptq.study.runlog import LoggerSpec
+from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
+from fptq.study.spec import EvalSpec, PathsSpec, RunSpec
+
+
+def _spec(f, **kw):
+    base = dict(
+        model=ModelSpec(name="t", source="random", config={"hidden_size": 64}),
+        quant=QuantScheme(name="w4a8", weight=WeightSpec(bits=4, group_size=32), act=ActSpec()),
+        calib=CalibSpec(source="random"),
+        data=DataSpec(source="local", wikitext2=str(f)),
+        eval=EvalSpec(datasets=("wikitext2",)),
+    )
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def test_key_ignores_paths_loggers_and_progress(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    b.parent.mkdir()
+    a.write_text("same words " * 50)
+    b.write_text("same words " * 50)
+    k, parts = jobkey.job_key(_spec(a), "cpu")
+    moved = _spec(
+        b,
+        paths=PathsSpec(cache_dir="/elsewhere", results_dir="/r"),
+        logger=LoggerSpec(name="wandb"),
+        eval=EvalSpec(datasets=("wikitext2",), progress=False),
+        resume=False,
+    )
+    assert jobkey.job_key(moved, "cpu")[0] == k and len(k) == 16 and parts["code_version"]
+
+
+def test_key_follows_content_config_device_and_code(tmp_path, monkeypatch):
+    f = tmp_path / "a.txt"
+    f.write_text("some words " * 50)
+    spec = _spec(f)
+    k = jobkey.job_key(spec, "cpu")[0]
+    assert jobkey.job_key(replace(spec, seed=1), "cpu")[0] != k
+    assert jobkey.job_key(spec, "cuda")[0] != k
+    assert jobkey.job_key(replace(spec, experiment_name="other"), "cpu")[0] != k
+    f.write_text("other words " * 50)  # same path, other content
+    k2, parts2 = jobkey.job_key(spec, "cpu")
+    assert k2 != k
+    monkeypatch.setattr(jobkey, "code_version", lambda: "changed")
+    k3, parts3 = jobkey.job_key(spec, "cpu")
+    assert k3 != k2 and parts3["config_key"] == parts2["config_key"]  # same job, other code

@@ -1,0 +1,141 @@
+"""Studies: resume by job key, failed and killed jobs rerun, unique run folders, the seed, the
+fp-baseline cache key, and a submitit_local sweep. End to end through fptq-run on tiny-llama."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TEXT, fptq_env
+from conftest import fptq_run as _fptq_run
+from fptq.study.store import ResultStore
+
+
+def fptq_run(args, tmp_path, ok=True, wiki="wiki.txt") -> str:
+    proc = _fptq_run(args, tmp_path, ok, wiki)
+    return proc.stdout + proc.stderr
+
+
+def rows(tmp_path):
+    return ResultStore(str(tmp_path / "results")).read()
+
+
+def _fault(tmp_path, scheme, mode="raise"):
+    return [
+        "+hydra.callbacks.fault._target_=study_faults.FailOnce",
+        f"+hydra.callbacks.fault.scheme={scheme}",
+        f"+hydra.callbacks.fault.marker={tmp_path / ('failed-' + scheme)}",
+        f"+hydra.callbacks.fault.mode={mode}",
+    ]
+
+
+def test_resume_skips_finished_jobs_and_reruns_the_failed_one(tmp_path):
+    sweep = ["-m", "quant=w8a8_rtn,w4a8_rtn,w4a16_rtn_g128", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    out = fptq_run([*sweep, *_fault(tmp_path, "w4a8_rtn")], tmp_path, ok=False)
+    assert "injected failure in quantize" in out
+    first = {r["scheme"]: r for r in rows(tmp_path)}
+    assert sorted(first) == ["w4a16_rtn_g128", "w8a8_rtn"]  # the failed job left no row
+
+    out = fptq_run([*sweep, *_fault(tmp_path, "w4a8_rtn")], tmp_path)
+    second = {r["scheme"]: r for r in rows(tmp_path)}
+    assert sorted(second) == ["w4a16_rtn_g128", "w4a8_rtn", "w8a8_rtn"]
+    assert all(second[s]["run_id"] == first[s]["run_id"] for s in first)  # skipped, not rerun
+    assert out.count("skip tiny-llama/") == 2 and "resume=false runs it again" in out
+
+    out = fptq_run([*sweep], tmp_path)  # all done: every job skipped, no duplicate row
+    assert out.count("skip tiny-llama/") == 3 and len(rows(tmp_path)) == 3
+    assert len(re.findall(r"tiny-llama\s+w4a8_rtn\s+wikitext2", out)) == 1  # skipped: its recorded table
+
+    fptq_run(["quant=w8a8_rtn", "resume=false", f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
+    again = {r["scheme"]: r for r in rows(tmp_path)}
+    assert len(again) == 3 and again["w8a8_rtn"]["run_id"] != first["w8a8_rtn"]["run_id"]  # replaced
+    keys = {r["job_key"] for r in again.values()}
+    assert len(keys) == 3 and all(r["code_version"] for r in again.values())
+
+
+def test_unique_run_folders_for_runs_started_together(tmp_path):
+    (tmp_path / "wiki.txt").write_text(TEXT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fptq.study.cli",
+        "debug=tiny",
+        "quant=w8a8_rtn",
+        "resume=false",
+        f"data.wikitext2={tmp_path / 'wiki.txt'}",
+        f"paths.results_dir={tmp_path / 'results'}",
+        "eval.progress=false",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd + [f"seed={s}"],
+            cwd=tmp_path,
+            env=fptq_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for s in (0, 1)
+    ]
+    assert all(p.wait(timeout=600) == 0 for p in procs)
+    got = rows(tmp_path)
+    dirs = {r["output_dir"] for r in got}
+    assert len(got) == 2 and len(dirs) == 2
+    for r in got:  # each row points at its own run's result
+        assert json.loads((Path(r["output_dir"]) / "result.json").read_text())["run_id"] == r["run_id"]
+        assert Path(r["output_dir"]).name.rsplit("_", 1)[1].isalnum()  # <time>_<random id>
+
+
+def test_seed_drives_calibration_unless_calib_seed_is_set(tmp_path):
+    fptq_run(["-m", "quant=w4a8_static", "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}"], tmp_path)
+    by_seed = {r["seed"]: r for r in rows(tmp_path)}
+    assert by_seed[0]["calib_seed"] == 0 and by_seed[1]["calib_seed"] == 1
+    assert by_seed[0]["ppl_wikitext2"] != by_seed[1]["ppl_wikitext2"]  # other crops, other scales
+    out = fptq_run(
+        ["-m", "quant=w4a8_static", "seed=2,3", "calib.seed=7", f"hydra.sweep.dir={tmp_path / 'f'}"], tmp_path
+    )
+    fixed = [r for r in rows(tmp_path) if r["seed"] in (2, 3)]
+    assert {r["calib_seed"] for r in fixed} == {7} and all(r["calib.seed"] == 7 for r in fixed)
+    assert fixed[0]["ppl_wikitext2"] == fixed[1]["ppl_wikitext2"]
+    assert "calib.seed=7 is set: seed=2 does not change the calibration crops" in out
+
+
+def test_fp_baseline_cache_is_keyed_by_the_evaluated_data(tmp_path):
+    """The old failure: pointing data.wikitext2 at another file reused the first file's fp ppl."""
+    (tmp_path / "other.txt").write_text("Completely different words, numbers 12345 and symbols %$#! " * 150)
+    fptq_run(["quant=w8a8_rtn", f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    fptq_run(["quant=w8a8_rtn", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path, wiki="other.txt")
+    fptq_run(["quant=fp", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path, wiki="other.txt")
+    a, b, fp_b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "abc")
+    assert a["baseline"]["ppl"]["wikitext2"]["ppl"] != b["baseline"]["ppl"]["wikitext2"]["ppl"]
+    assert b["baseline"]["ppl"]["wikitext2"]["ppl"] == fp_b["metrics"]["ppl"]["wikitext2"]["ppl"]
+    assert a["job_key"] != b["job_key"]  # another data file is another job
+
+
+def test_submitit_local_sweep_with_a_killed_job(tmp_path):
+    """hydra/launcher=local (submitit): 4 jobs in parallel processes; one is SIGKILLed halfway.
+    The sweep fails, 3 rows are written; launched again, only the killed job runs."""
+    sweep = [
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.timeout_min=10",
+        "quant=w8a8_rtn,w4a8_rtn,w4a16_rtn_g128,w4a8_dynamic",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    fault = _fault(tmp_path, "w4a8_dynamic", mode="kill")
+    fptq_run([*sweep, *fault], tmp_path, ok=False)
+    first = {r["scheme"]: r for r in rows(tmp_path)}
+    assert sorted(first) == ["w4a16_rtn_g128", "w4a8_rtn", "w8a8_rtn"]
+    fptq_run([*sweep, *fault], tmp_path)
+    second = {r["scheme"]: r for r in rows(tmp_path)}
+    assert sorted(second) == ["w4a16_rtn_g128", "w4a8_dynamic", "w4a8_rtn", "w8a8_rtn"]
+    assert all(second[s]["run_id"] == first[s]["run_id"] for s in first)  # only the killed job ran
+    logs = "".join(p.read_text() for p in (tmp_path / "sweep").rglob("*.log"))
+    assert logs.count("skip tiny-llama/") == 3
+
+
+def test_bad_group_size_fails_before_loading(tmp_path):
+    out = fptq_run(["quant.weight.group_size=4096", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path, ok=False)
+    assert "group_size=4096 is wider than" in out and "use a group size <= 128" in out
+    assert "fp wikitext2" not in out and not rows(tmp_path)  # no baseline, no calibration, no row
+    assert "Traceback" not in out  # the user's input, not a bug: the message alone (exit 2)
