@@ -26,26 +26,24 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from fptq.quant.act.fptq import FPTQSettings
 from fptq.analysis.figures import acc_by_scheme, act_range, ppl_by_scheme, v0v1_heatmap
 from fptq.analysis.published import PUBLISHED_FILE, PublishedSet, load_published
-from fptq.study.store import ResultStore, write_jsonl
 from fptq.analysis.tables import (
+    EXPERIMENT_TABLES,
     SETS,
     V0,
     V1,
     Table,
-    accuracy_table,
     latest,
     layer_table,
-    perplexity_table,
     sort_rows,
     to_latex,
     to_markdown,
     v0v1_grid,
-    v0v1_table,
     varying_settings,
 )
+from fptq.quant.act.fptq import FPTQSettings
+from fptq.study.store import ResultStore, write_jsonl
 
 log = logging.getLogger("fptq.analysis.report")
 
@@ -89,7 +87,7 @@ def print_tables(results_dir: str, experiments: Optional[Sequence[str]], publish
         raise SystemExit(f"no rows for {sorted(chosen)} in {results_dir}")
     for exp in sorted(chosen):
         mine = sort_rows([r for r in rows if r.experiment == exp], varying_settings(rows))
-        tables = [perplexity_table(mine, published), accuracy_table(mine, published), v0v1_table(mine)]
+        tables = [build(mine, published) for _, build in EXPERIMENT_TABLES]
         print(f"# {exp}\n\n" + "\n".join(to_markdown(t) for t in tables if t is not None))
 
 
@@ -100,11 +98,8 @@ def experiment_report(
     settings = varying_settings(rows)
     rows = sort_rows(rows, settings)
     tables: Dict[str, Table] = {}
-    for name, table in (
-        ("perplexity", perplexity_table(rows, published)),
-        ("accuracy", accuracy_table(rows, published)),
-        ("v0v1", v0v1_table(rows)),
-    ):
+    for name, build in EXPERIMENT_TABLES:
+        table = build(rows, published)
         if table is not None:
             tables[name] = table
     ref, report = _reference_fptq_row(store, rows)
@@ -246,8 +241,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         metavar="MODE",
         help="also log to W&B (auto|online|offline)",
     )
-    ap.add_argument("--print", action="store_true", help="print the chosen experiments' tables, write nothing")
-    ap.add_argument("--layers", metavar="REPORT", help="print one run's per-layer table (its quant_report.json)")
+    ap.add_argument(
+        "--print", action="store_true", help="print the chosen experiments' tables, write nothing"
+    )
+    ap.add_argument(
+        "--layers", metavar="REPORT", help="print one run's per-layer table (its quant_report.json)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.layers:

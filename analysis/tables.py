@@ -226,6 +226,15 @@ def v0v1_grid(rows: Sequence[Row], metric: str = "ppl_wikitext2"):
     return v0s, v1s, values
 
 
+# the tables of an experiment's report, in order: (file stem, builder(rows, published) -> Table or None).
+# A new table is a function here and a line in this list; fptq-report writes its md and tex.
+EXPERIMENT_TABLES = (
+    ("perplexity", perplexity_table),
+    ("accuracy", accuracy_table),
+    ("v0v1", lambda rows, published=None: v0v1_table(rows)),
+)
+
+
 def layer_table(report: Dict[str, Any], title: str) -> Table:
     """Per layer type: activation range v, the strategies chosen, LAE count, output SQNR."""
     by: Dict[str, List[dict]] = defaultdict(list)
@@ -392,7 +401,11 @@ def _gaps(r: Row, sets) -> Row:
 
 def _extra_value(r: Row, key: str):
     if key == "act_mix":
-        mix = [f"{k[2:]}={int(v)}" for k, v in sorted(r.quant.items()) if k.startswith("n_") and _num(v) is not None]
+        mix = [
+            f"{k[2:]}={int(v)}"
+            for k, v in sorted(r.quant.items())
+            if k.startswith("n_") and _num(v) is not None
+        ]
         return " ".join(mix) or None
     if key == "static_share":  # of the layers with quantized activations: per-tensor static (+ LAE)
         counts = {k[2:]: _num(v) or 0 for k, v in r.quant.items() if k.startswith("n_") and k != "n_none"}

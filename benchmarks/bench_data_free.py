@@ -29,9 +29,7 @@ from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec  # noqa: E402
 
 SCHEMES = {
     "w4a16_rtn_g128": QuantScheme("w4a16_rtn_g128", WeightSpec(4, 128), None),
-    "w4a8_dynamic": QuantScheme(
-        "w4a8_dynamic", WeightSpec(4, 128), ActSpec(strategy="per_token_dynamic")
-    ),
+    "w4a8_dynamic": QuantScheme("w4a8_dynamic", WeightSpec(4, 128), ActSpec(strategy="per_token_dynamic")),
     "w8a8_rtn": QuantScheme("w8a8_rtn", WeightSpec(8, 0), ActSpec(strategy="per_token_dynamic")),
 }
 MODELS = {"smollm2-135m": ModelSpec(name="smollm2-135m", source="smollm2_gguf")}

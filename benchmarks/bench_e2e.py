@@ -47,10 +47,7 @@ def to_w4a8(model, granularity: str, act: str = "static"):
         for name, lin in list(layer.named_modules()):
             if isinstance(lin, torch.nn.Linear):
                 K = lin.in_features
-                per_channel = granularity == "channel"
-                layout = resolve(
-                    "channel" if per_channel else "group", 0 if per_channel else int(granularity), K
-                )
+                layout = resolve(0 if granularity == "channel" else int(granularity), K)
                 q, s, z = quantize_weight(lin.weight.float(), Grid(4, True), layout)
                 ql = QuantLinear.from_codes(
                     q,

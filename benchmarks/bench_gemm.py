@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fptq.quant.granularity import GroupLayout  # noqa: E402
 from fptq.kernels.reference import gemm_ref, pack_weight  # noqa: E402
+from fptq.quant.granularity import GroupLayout  # noqa: E402
 from fptq.quant.primitives import Grid, quantize_act_per_token, quantize_weight  # noqa: E402
 
 LLAMA2_7B = [(12288, 4096), (4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K); 12288: fused q/k/v

@@ -13,9 +13,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from fptq.quant.calibration import PROPAGATE
 from fptq.files import DataError, read_jsonl, read_text
 from fptq.hub import SOURCES, use_hub
+from fptq.quant.calibration import PROPAGATE
 from fptq.study.identity import source_tree
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,10 @@ RUNTIME = {m: _imports(m, p, type_only=False) for m, p in SOURCES.items()}
 
 def test_graph_is_read():
     assert "fptq.kernels.gemm" in GRAPH and "fptq.kernels.reference" in GRAPH["fptq.kernels.gemm"]
-    assert "fptq.quant.qlinear" in GRAPH["fptq.quant.pipeline"] and "fptq.quant.methods" in GRAPH["fptq.quant.scheme"]
+    assert (
+        "fptq.quant.qlinear" in GRAPH["fptq.quant.pipeline"]
+        and "fptq.quant.methods" in GRAPH["fptq.quant.scheme"]
+    )
     # type-only imports are in the graph, not in the run-time one
     assert "fptq.quant.scheme" in GRAPH["fptq.quant.weight.gptq"]
     assert "fptq.quant.scheme" not in RUNTIME["fptq.quant.weight.gptq"]
@@ -131,4 +134,6 @@ def test_folder_is_not_a_top_level_package(folder):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("None", "")
     assert not (REPO / folder / "__init__.py").exists()
-    assert importlib.util.find_spec({"kernels": "fptq.kernels.gemm", "analysis": "fptq.analysis.tables"}[folder])
+    assert importlib.util.find_spec(
+        {"kernels": "fptq.kernels.gemm", "analysis": "fptq.analysis.tables"}[folder]
+    )

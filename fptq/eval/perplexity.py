@@ -87,7 +87,12 @@ def perplexity_blockwise(
     For a float model that does not fit: only one block and the windows' hidden states are resident.
     """
     from fptq.models.arch import arch_of
-    from fptq.quant.calibration import capture_block_inputs, capture_block_kwargs, run_block, with_block_kwargs
+    from fptq.quant.calibration import (
+        capture_block_inputs,
+        capture_block_kwargs,
+        run_block,
+        with_block_kwargs,
+    )
 
     t0 = time.perf_counter()
     total, n = _windows(ids, seqlen, max_windows)

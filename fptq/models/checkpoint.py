@@ -25,9 +25,8 @@ import torch
 import torch.nn as nn
 
 from fptq import __version__
-from fptq.models.arch import arch_of
 from fptq.kernels.reference import FORMAT_VERSION
-from fptq.quant.kv import add_kv_quant, use_post_rope_attention
+from fptq.models.arch import arch_of
 from fptq.models.onload import (
     SAFETENSORS_INDEX,
     SAFETENSORS_SINGLE,
@@ -37,6 +36,7 @@ from fptq.models.onload import (
     retie,
     tied_aliases,
 )
+from fptq.quant.kv import add_kv_quant, use_post_rope_attention
 from fptq.quant.qlinear import QuantLinear
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def scheme_mismatch(saved: Dict[str, Any], scheme) -> List[str]:
 
     def walk(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
+            for k in [*a, *(k for k in b if k not in a)]:  # the specs' field order
                 if path or k != "name":
                     walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
         elif a != b:

@@ -17,19 +17,19 @@ another scheme).
 
 import copy
 import json
-from pathlib import Path
 import logging
 import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from fptq.quant.modes import ActQuant
-from fptq.models.checkpoint import CONFIG_NAME, check_destination, replace_folder
 from fptq.kernels.reference import code_offset
+from fptq.models.checkpoint import CONFIG_NAME, check_destination, replace_folder
+from fptq.quant.modes import ActQuant
 from fptq.quant.qlinear import QuantLinear
 
 CT_INSTALL = "pip install compressed-tensors"
@@ -217,7 +217,11 @@ def _write_input_transforms(folder: Path, layers: Dict[str, QuantLinear]) -> int
         ", ".join(sorted({op.kind for op in ops.values()})),
         INPUT_TRANSFORMS,
     )
-    tensors = {f"{n}.input_transform.{k}": v.contiguous().cpu() for n, op in ops.items() for k, v in op.state_dict().items()}
+    tensors = {
+        f"{n}.input_transform.{k}": v.contiguous().cpu()
+        for n, op in ops.items()
+        for k, v in op.state_dict().items()
+    }
     save_file(tensors, str(folder / f"{INPUT_TRANSFORMS}.safetensors"))
     cfg_file = folder / CONFIG_NAME
     cfg = json.loads(cfg_file.read_text())
@@ -259,6 +263,6 @@ def load_decompressed(folder, dtype=torch.float32) -> nn.Module:
             lin = model.get_submodule(name)
             op = op_from_config(op_cfg, lin.in_features)
             prefix = f"{name}.input_transform."
-            op.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            op.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
             model.set_submodule(name, _WithInput(op, lin))
     return model

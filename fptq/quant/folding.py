@@ -14,10 +14,9 @@ import torch.nn as nn
 
 from fptq.models.arch import ArchSpec, FoldGroup
 from fptq.quant.calibration import ChannelStats
-from fptq.quant.scheme import QuantScheme
 from fptq.quant.methods import TRANSFORMS
-from fptq.quant.transforms.fold import fold_scale
-from fptq.quant.transforms.fold import consumer_scale, kv_from_heads
+from fptq.quant.scheme import QuantScheme
+from fptq.quant.transforms.fold import consumer_scale, fold_scale, kv_from_heads
 
 
 class BlockFolder:

@@ -53,7 +53,9 @@ class GroupLayout:
 
 def check_group_size(group_size: int, what: str = "weight.group_size") -> None:
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 0:
-        raise ValueError(f"{what} must be 0 (per output channel) or a positive group size, got {group_size!r}")
+        raise ValueError(
+            f"{what} must be 0 (per output channel) or a positive group size, got {group_size!r}"
+        )
 
 
 def is_per_channel(group_size: int) -> bool:

@@ -20,9 +20,10 @@ branching on names. The config (`fptq.study.config`) gives every registered meth
 own settings (`quant.weight.gptq.damp`, `quant.act.fptq.v0`, `quant.transform_args.smoothquant.
 alpha`), so a typo fails at compose time and a new method needs no edit elsewhere.
 
-Built-in methods are the modules listed in `BUILTIN`; others are found, before the first lookup,
-in the modules named by the environment variable `FPTQ_PLUGINS` (comma-separated) and in the
-`fptq.plugins` entry-point group of installed packages.
+Built-in methods are the modules of `fptq.quant.weight`, `fptq.quant.act` and
+`fptq.quant.transforms` (a new file there is found, no list to edit); plug-ins are found, before
+the first lookup, in the modules named by the environment variable `FPTQ_PLUGINS`
+(comma-separated) and in the `fptq.plugins` entry-point group of installed packages.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import dataclasses
 import importlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping
 
 if TYPE_CHECKING:
     import torch
@@ -40,20 +41,8 @@ if TYPE_CHECKING:
 
 PLUGINS_ENV = "FPTQ_PLUGINS"
 ENTRY_POINT_GROUP = "fptq.plugins"
-BUILTIN = (
-    "fptq.quant.weight.rtn",
-    "fptq.quant.weight.gptq",
-    "fptq.quant.weight.awq",
-    "fptq.quant.act.static",
-    "fptq.quant.act.dynamic",
-    "fptq.quant.act.lae_static",
-    "fptq.quant.act.fptq",
-    "fptq.quant.act.auto",
-    "fptq.quant.transforms.lae",
-    "fptq.quant.transforms.smoothquant",
-    "fptq.quant.transforms.awq",
-    "fptq.quant.transforms.online_rotation",
-)
+# every module of these packages is a built-in method file (imported before the first lookup)
+BUILTIN_PACKAGES = ("fptq.quant.weight", "fptq.quant.act", "fptq.quant.transforms")
 
 
 @dataclass(frozen=True)
@@ -74,8 +63,10 @@ class Needs:
     whole_model: bool = False  # acts on the whole model before the block loop (a residual rotation)
     online: bool = False  # installs an op in QuantLinear's input-transform slot (run at inference)
 
-    def __or__(self, other: "Needs") -> "Needs":
-        return Needs(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in dataclasses.fields(self)})
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(
+            **{f.name: getattr(self, f.name) or getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
 
     @property
     def calibration(self) -> bool:
@@ -89,7 +80,7 @@ class Method:
     name: str = ""
     Settings: type = NoSettings
     NEEDS: Needs = Needs()
-    doc: str = ""  # one line for listings
+    in_label: bool = True  # named in the axis label (`int4_g128_gptq`); the plain default is not
 
     def needs(self, settings: Any) -> Needs:
         return self.NEEDS
@@ -102,7 +93,7 @@ class Method:
 class WeightMethod(Method):
     """quantize(W (out, in), layout, WeightSpec, stats or None, layer name) -> (codes, scale, zero)."""
 
-    def quantize(self, W: "torch.Tensor", layout: "GroupLayout", spec: Any, stats: Any, name: str):
+    def quantize(self, W: torch.Tensor, layout: GroupLayout, spec: Any, stats: Any, name: str):
         raise NotImplementedError
 
 
@@ -168,7 +159,9 @@ class MethodRegistry:
         if not (dataclasses.is_dataclass(obj.Settings) and obj.Settings.__dataclass_params__.frozen):
             raise TypeError(f"{self.kind} {obj.name!r}: Settings must be a frozen dataclass")
         if isinstance(obj, Transform) and obj.kind not in TRANSFORM_KINDS:
-            raise ValueError(f"transform {obj.name!r}: kind must be one of {TRANSFORM_KINDS}, got {obj.kind!r}")
+            raise ValueError(
+                f"transform {obj.name!r}: kind must be one of {TRANSFORM_KINDS}, got {obj.kind!r}"
+            )
         old = self._items.get(obj.name)
         if old is not None and type(old).__qualname__ != type(obj).__qualname__:
             raise KeyError(f"{self.kind} {obj.name!r} is already registered (by {type(old).__module__})")
@@ -217,22 +210,33 @@ def plugin_modules() -> List[str]:
     return names + _entry_point_modules[1:]
 
 
+def builtin_modules() -> List[str]:
+    import pkgutil
+
+    out = []
+    for pkg in BUILTIN_PACKAGES:
+        path = importlib.import_module(pkg).__path__
+        out += [f"{pkg}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)]
+    return out
+
+
 def load_methods() -> None:
     """Import the built-in method modules and the plug-ins (once; again for new $FPTQ_PLUGINS)."""
-    wanted = [*BUILTIN, *plugin_modules()]
-    if _loaded == wanted:
+    plugins = plugin_modules()
+    if _loaded and _loaded[1:] == plugins:
         return
-    for module in wanted:
+    builtin = builtin_modules()
+    for module in [*builtin, *plugins]:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            if module in BUILTIN:
+            if module in builtin:
                 raise
             raise ImportError(
                 f"fptq plug-in {module!r} (from ${PLUGINS_ENV} or the {ENTRY_POINT_GROUP!r} entry points) "
                 f"cannot be imported: {e}"
             ) from e
-    _loaded[:] = wanted
+    _loaded[:] = ["-", *plugins]
 
 
 def coerce_settings(cls: type, value: Any, owner: str) -> Any:

@@ -158,7 +158,9 @@ def quantize_model(
             for n in subset:
                 if _ignored(f"{prefix}.{n}", scheme.ignore):
                     continue
-                ql, rec = _quantize_linear(linears[n], stats[n], modes[n], scheme, f"{prefix}.{n}", ops.get(n))
+                ql, rec = _quantize_linear(
+                    linears[n], stats[n], modes[n], scheme, f"{prefix}.{n}", ops.get(n)
+                )
                 block.set_submodule(n, ql)
                 rec.v, rec.transform = v[n], applied.get(n, "none")
                 if n in ops:

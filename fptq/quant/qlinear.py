@@ -25,9 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fptq.quant.granularity import PER_CHANNEL, GroupLayout, group_size_value
-from fptq.quant.modes import ActQuant
-from fptq.quant.online import OnlineOp, op_from_config
 from fptq.kernels.reference import (
     PackedWeight,
     dequantize_packed,
@@ -35,6 +32,9 @@ from fptq.kernels.reference import (
     packed_shape,
     storage_bits,
 )
+from fptq.quant.granularity import PER_CHANNEL, GroupLayout, group_size_value
+from fptq.quant.modes import ActQuant
+from fptq.quant.online import OnlineOp, op_from_config
 from fptq.quant.primitives import fake_quant_act_per_tensor, fake_quant_act_per_token
 
 BACKENDS = ("reference", "triton")

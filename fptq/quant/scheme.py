@@ -96,7 +96,7 @@ class WeightSpec:
         sym = "" if self.symmetric else ("_asym_fzero" if self.zero_point == "float" else "_asym")
         rule = "_half" if self.scale_rule == "half_range" else ""
         mse = "_mse" if self.mse else ""
-        algo = "" if self.algo == "rtn" else f"_{self.algo}"
+        algo = f"_{self.algo}" if self.method.in_label else ""
         return f"int{self.bits}_{g}{sym}{rule}{mse}{algo}"
 
 
@@ -204,11 +204,17 @@ class QuantScheme:
                 self.weight is not None or not TRANSFORMS.get(t).NEEDS.quantized_weights,
                 f"transform {t!r} searches with quantized weights; it needs quant.weight",
             )
-        check(len(set(self.transforms)) == len(self.transforms), f"quant.transforms repeats a name: {self.transforms}")
+        check(
+            len(set(self.transforms)) == len(self.transforms),
+            f"quant.transforms repeats a name: {self.transforms}",
+        )
         given = dict(self.transform_args or {})
         used = self.used_transforms
         extra = sorted(set(given) - set(used))
-        check(not extra, f"quant.transform_args has settings for {extra}, which the scheme does not use ({used})")
+        check(
+            not extra,
+            f"quant.transform_args has settings for {extra}, which the scheme does not use ({used})",
+        )
         object.__setattr__(
             self, "transform_args", {n: TRANSFORMS.get(n).settings(given.get(n)) for n in used}
         )
@@ -219,7 +225,12 @@ class QuantScheme:
     @property
     def used_transforms(self) -> Tuple[str, ...]:
         """The transforms whose settings the scheme carries: its list, then the LAE equalizer."""
-        return _used({"transforms": self.transforms, "act": None if self.act is None else {"equalizer": self.act.equalizer}})
+        return _used(
+            {
+                "transforms": self.transforms,
+                "act": None if self.act is None else {"equalizer": self.act.equalizer},
+            }
+        )
 
     def transform_settings(self, name: str) -> Any:
         return self.transform_args[name]

@@ -43,8 +43,8 @@ def main(cfg: DictConfig) -> None:
         spec = to_run_spec(cfg)  # fails here, before any work, on a bad value
     except ValueError as e:
         _user_error(e, hc)
-    from fptq.models.checkpoint import CheckpointError
     from fptq.files import DataError
+    from fptq.models.checkpoint import CheckpointError
     from fptq.study.preflight import PreflightError
     from fptq.study.record import format_table
     from fptq.study.runner import run

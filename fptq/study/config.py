@@ -109,7 +109,9 @@ def _register_schema(schema: type) -> None:
     """Importable as fptq.study.config.<Name>, so configs holding it pickle (submitit launchers send
     the composed config to each job's process)."""
     if schema.__name__ in globals():
-        raise TypeError(f"two spec or settings classes named {schema.__name__[:-4]}: schema names must be unique")
+        raise TypeError(
+            f"two spec or settings classes named {schema.__name__[:-4]}: schema names must be unique"
+        )
     schema.__module__ = __name__
     globals()[schema.__name__] = schema
 

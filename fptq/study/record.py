@@ -1,7 +1,6 @@
 """What a finished run leaves behind: provenance, the result document, its results-store row
 (`fptq.study.row.Row`), and the console table."""
 
-import json
 import platform
 import subprocess
 import uuid
@@ -13,8 +12,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from fptq import __version__
-from fptq.study.identity import source_tree
 from fptq.quant.report import QuantReport
+from fptq.study.identity import source_tree
 from fptq.study.row import Row, flatten_spec
 from fptq.study.spec import RunSpec
 

@@ -102,7 +102,18 @@ class Row:
     run: Dict[str, Any] = field(default_factory=dict)
     version: int = ROW_VERSION
 
-    _TOP = ("experiment", "model", "scheme", "weight", "act", "job_key", "config_key", "code_version", "run_id", "finished_at")
+    _TOP = (
+        "experiment",
+        "model",
+        "scheme",
+        "weight",
+        "act",
+        "job_key",
+        "config_key",
+        "code_version",
+        "run_id",
+        "finished_at",
+    )
 
     def get(self, key: str, default: Any = None) -> Any:
         """A value by its name, wherever the row keeps it (the columns of the tables)."""
@@ -175,7 +186,16 @@ _V1_SETTINGS = {
     "model_dtype": "model.dtype",
 }
 _V1_QUANT = ("quantize_s", "packed_bytes", "mean_output_sqnr_db", "data_free")
-_V1_RUN = ("overrides", "output_dir", "git_commit", "device", "checkpoint", "total_s", "calib_seed", "calib_seed_fixed")
+_V1_RUN = (
+    "overrides",
+    "output_dir",
+    "git_commit",
+    "device",
+    "checkpoint",
+    "total_s",
+    "calib_seed",
+    "calib_seed_fixed",
+)
 _V1_SKIP = {"granularity", "calib_n", *Row._TOP}
 
 

@@ -13,23 +13,23 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from fptq.models.arch import arch_of
-from fptq.study.baseline import BaselineCache
-from fptq.models.checkpoint import REPORT_NAME, check_destination, check_scheme, save_quantized
 from fptq.data import calibration_ids, eval_tokens
 from fptq.eval.perplexity import perplexity, perplexity_blockwise
 from fptq.files import write_json_atomic
-from fptq.study.jobkey import job_key
+from fptq.models.arch import arch_of
+from fptq.models.checkpoint import REPORT_NAME, check_destination, check_scheme, save_quantized
 from fptq.models.loading import ModelSpec, load_model
 from fptq.models.onload import BlockLoader, stream_blocks
 from fptq.quant.pipeline import quantize_model
-from fptq.study.preflight import preflight
 from fptq.quant.qlinear import set_backend
-from fptq.study.record import make_result, store_row
 from fptq.quant.report import QuantReport
-from fptq.study.store import ResultStore
+from fptq.study.baseline import BaselineCache
+from fptq.study.jobkey import job_key
+from fptq.study.preflight import preflight
+from fptq.study.record import make_result, store_row
 from fptq.study.runlog import make_logger
 from fptq.study.spec import RunSpec
+from fptq.study.store import ResultStore
 
 log = logging.getLogger(__name__)
 Streams = Dict[str, torch.Tensor]

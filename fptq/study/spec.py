@@ -10,8 +10,8 @@ from fptq.eval.tasks import check_tasks
 from fptq.hub import SOURCES
 from fptq.models.loading import ModelSpec
 from fptq.quant.qlinear import BACKENDS
-from fptq.study.runlog import LoggerSpec
 from fptq.quant.scheme import QuantScheme
+from fptq.study.runlog import LoggerSpec
 
 DEVICES = ("auto", "cpu", "cuda")
 SAVE_FORMATS = ("fptq", "compressed-tensors")

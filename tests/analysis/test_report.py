@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from fptq.analysis.published import load_published
-from fptq.study.store import ResultStore
 from fptq.analysis.report import build_report
 from fptq.analysis.tables import V0, V1, to_latex, v0v1_table
 from fptq.study.row import Row
+from fptq.study.store import ResultStore
 
 ACC = dict(
     lambada_openai_acc=0.70,

@@ -11,6 +11,7 @@ def R(**kw) -> Row:
     """A row written in the version-1 flat layout (read through Row.from_dict's migration)."""
     return Row.from_dict(dict(dict(experiment="e", model="m", scheme="s"), **kw))
 
+
 FPTQ_REPORT = str(Path(sys.executable).with_name("fptq-report"))
 
 
@@ -27,8 +28,24 @@ def test_latest_keeps_the_newest_row_per_job():
 def test_varying_settings_are_those_that_split_a_method():
     rows = [
         R(model="m", scheme="fp", weight="none"),
-        R(model="m", scheme="w4a8_fptq", weight="int4_g128", act_strategy="fptq", v0=15.0, w_bits=4, group_size=128),
-        R(model="m", scheme="w4a8_fptq", weight="int4_g128", act_strategy="fptq", v0=5.0, w_bits=4, group_size=128),
+        R(
+            model="m",
+            scheme="w4a8_fptq",
+            weight="int4_g128",
+            act_strategy="fptq",
+            v0=15.0,
+            w_bits=4,
+            group_size=128,
+        ),
+        R(
+            model="m",
+            scheme="w4a8_fptq",
+            weight="int4_g128",
+            act_strategy="fptq",
+            v0=5.0,
+            w_bits=4,
+            group_size=128,
+        ),
     ]
     assert varying_settings(rows) == [V0]  # weight differs only between methods
     assert [r.get(V0) for r in sort_rows(rows, [V0])] == [None, 5.0, 15.0]  # fp first, then by v0
@@ -36,7 +53,16 @@ def test_varying_settings_are_those_that_split_a_method():
 
 
 def test_perplexity_table_gap_is_signed_against_fp():
-    rows = [R(model="m", scheme="w4a8_rtn", ppl_wikitext2=21.5, fp_ppl_wikitext2=20.0, windows_wikitext2=40, seqlen=2048)]
+    rows = [
+        R(
+            model="m",
+            scheme="w4a8_rtn",
+            ppl_wikitext2=21.5,
+            fp_ppl_wikitext2=20.0,
+            windows_wikitext2=40,
+            seqlen=2048,
+        )
+    ]
     t = perplexity_table(rows)
     assert t.columns == ["model", "method", "WikiText-2", "WikiText-2 vs FP"]
     assert t.rows == [["m", "RTN W4A8", "21.50", "+1.50"]]

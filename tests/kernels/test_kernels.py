@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fptq.quant.granularity import GroupLayout
 from fptq.kernels.reference import gemm_ref, int_acc_ref, pack_int4, pack_weight, unpack_int4
+from fptq.quant.granularity import GroupLayout
 from fptq.quant.primitives import Grid, quantize, quantize_act_per_token, quantize_weight
 
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from fptq.quant.granularity import GroupLayout
 from fptq.kernels.reference import (
     dequantize_packed,
     gemm_ref,
@@ -12,6 +11,7 @@ from fptq.kernels.reference import (
     packed_shape,
     weight_codes,
 )
+from fptq.quant.granularity import GroupLayout
 from fptq.quant.primitives import Grid, dequantize_weight, quantize_weight
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
+from fptq.kernels.reference import FORMAT_VERSION
 from fptq.models import checkpoint as ckpt
 from fptq.models.checkpoint import load_quantized, save_quantized
-from fptq.kernels.reference import FORMAT_VERSION
 from fptq.models.loading import ModelSpec, load_model
 from fptq.models.onload import CheckpointError
 from fptq.quant.pipeline import quantize_model
@@ -25,7 +25,6 @@ X = torch.randint(0, 258, (2, 48), generator=torch.Generator().manual_seed(3))
 
 def _scheme(preset):
     from conftest import compose_config
-
     from fptq.study.config import to_run_spec
 
     return to_run_spec(compose_config([f"quant={preset}"])).quant

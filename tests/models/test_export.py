@@ -8,8 +8,8 @@ import torch
 from safetensors import safe_open
 
 from conftest import TINY_CFG
-from fptq.quant.modes import ActQuant
 from fptq.models.loading import ModelSpec, load_model
+from fptq.quant.modes import ActQuant
 from fptq.quant.pipeline import quantize_model
 from fptq.quant.qlinear import QuantLinear
 from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec

@@ -97,8 +97,8 @@ def test_smollm2_sequential_save_load_and_export(shared_data, tmp_path_factory, 
     _smollm2_or_skip()
     import os
 
-    from fptq.models.checkpoint import load_quantized, save_quantized
     from fptq.data import CalibSpec, DataSpec, calibration_ids
+    from fptq.models.checkpoint import load_quantized, save_quantized
     from fptq.models.export import export_compressed_tensors, load_decompressed
     from fptq.models.onload import BlockLoader
     from fptq.quant.pipeline import quantize_model

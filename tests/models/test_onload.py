@@ -11,7 +11,9 @@ from fptq.quant.pipeline import quantize_model
 from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
 
 SCHEMES = {
-    "w4a8_fptq": QuantScheme(name="w4a8_fptq", weight=WeightSpec(group_size=32), act=ActSpec(settings=dict(v0=0.5, v1=3.0))),
+    "w4a8_fptq": QuantScheme(
+        name="w4a8_fptq", weight=WeightSpec(group_size=32), act=ActSpec(settings=dict(v0=0.5, v1=3.0))
+    ),
     "w4a16_gptq": QuantScheme(name="w4a16_gptq", weight=WeightSpec(group_size=32, algo="gptq")),
 }
 

@@ -32,10 +32,22 @@ def test_registry_and_overrides():
     overrides = {"*.mlp.down_proj": "per_token_dynamic", "*.q_proj": "per_tensor_static"}
     fptq = ACT_STRATEGIES.get("fptq")
     assert fptq.choose(50.0, True, FPTQSettings(lae=False)) == STATIC  # LAE ablated
-    planned = {"mlp.down_proj": STATIC, "self_attn.q_proj": LAE, "self_attn.k_proj": LAE, "self_attn.o_proj": LAE}
-    out = apply_overrides("model.layers.3", planned, overrides, can_lae={"self_attn.q_proj", "self_attn.k_proj"})
+    planned = {
+        "mlp.down_proj": STATIC,
+        "self_attn.q_proj": LAE,
+        "self_attn.k_proj": LAE,
+        "self_attn.o_proj": LAE,
+    }
+    out = apply_overrides(
+        "model.layers.3", planned, overrides, can_lae={"self_attn.q_proj", "self_attn.k_proj"}
+    )
     # overrides replace the strategy's choice; LAE with nothing to absorb it falls back to static
-    assert out == {"mlp.down_proj": DYNAMIC, "self_attn.q_proj": STATIC, "self_attn.k_proj": LAE, "self_attn.o_proj": STATIC}
+    assert out == {
+        "mlp.down_proj": DYNAMIC,
+        "self_attn.q_proj": STATIC,
+        "self_attn.k_proj": LAE,
+        "self_attn.o_proj": STATIC,
+    }
     assert ACT_STRATEGIES.get("lae_static").choose(50.0, False, None) == STATIC
 
 
@@ -61,7 +73,9 @@ def test_picker_on_planted_outliers(calib_ids):
     (observed v = 217.9), layer 1's inside the LAE band (observed 122.6); the MLP inputs stay
     below v0 (observed <= 4.9). The expected modes are fixed, not derived from what ran."""
     model = tiny_model("llama")
-    scheme = QuantScheme(name="w4a8_fptq", weight=WeightSpec(4, 32), act=ActSpec(settings=dict(v0=15, v1=150)))
+    scheme = QuantScheme(
+        name="w4a8_fptq", weight=WeightSpec(4, 32), act=ActSpec(settings=dict(v0=15, v1=150))
+    )
     report = quantize_model(model, scheme, calib_ids, batch_size=4, progress=False)
     by = {r.name: r for r in report.layers}
     for proj in ("q_proj", "k_proj", "v_proj"):

@@ -4,8 +4,8 @@ MSE range search; golden values and the Q4_1-like grid that a float zero point r
 import pytest
 import torch
 
-from fptq.quant.granularity import GroupLayout
 from fptq.kernels.reference import dequantize_packed, gemm_int_ref, gemm_ref, pack_weight
+from fptq.quant.granularity import GroupLayout
 from fptq.quant.primitives import (
     Grid,
     dequantize_weight,

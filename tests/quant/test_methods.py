@@ -169,7 +169,14 @@ def test_a_plugin_is_one_file_and_one_yaml(tmp_path):
     rows = sorted((results / "rows").glob("*.json"))
     assert len(rows) == 4
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("fptq-report")), "--results", str(results), "-e", "toy", "--print"],
+        [
+            str(Path(sys.executable).with_name("fptq-report")),
+            "--results",
+            str(results),
+            "-e",
+            "toy",
+            "--print",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -180,7 +187,9 @@ def test_a_plugin_is_one_file_and_one_yaml(tmp_path):
     cells = [line for line in out.splitlines() if line.startswith("| tiny-llama")]
     assert len(cells) == 4 and any("| 0.8 |" in c for c in cells) and any("| 1000 |" in c for c in cells)
     # a typo in a plug-in's setting fails at compose time, before any work
-    bad = [a for a in run if a != "-m" and "," not in a and "sweep.dir" not in a] + ["quant.weight.toy.shrnk=0.5"]
+    bad = [a for a in run if a != "-m" and "," not in a and "sweep.dir" not in a] + [
+        "quant.weight.toy.shrnk=0.5"
+    ]
     proc = subprocess.run(bad, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "shrnk" in proc.stdout + proc.stderr
     # without the plug-in, its option names an unknown quantizer with the known ones

@@ -22,7 +22,9 @@ ROTATE_ALL = {"online_rotation": {"targets": ["*"]}}
 def test_random_orthogonal_is_orthogonal_and_seeded(n):
     Q = random_orthogonal(n, 0, "a")
     assert torch.allclose(Q @ Q.T, torch.eye(n, dtype=torch.float64), atol=1e-12)
-    assert torch.equal(Q, random_orthogonal(n, 0, "a")) and (n == 1 or not torch.equal(Q, random_orthogonal(n, 0, "b")))
+    assert torch.equal(Q, random_orthogonal(n, 0, "a")) and (
+        n == 1 or not torch.equal(Q, random_orthogonal(n, 0, "b"))
+    )
 
 
 def test_fused_weight_times_op_is_the_linear():
@@ -71,7 +73,9 @@ def test_rotation_changes_what_is_quantized(calib_ids):
 def test_rotated_checkpoint_reloads_with_identical_logits(calib_ids, tmp_path):
     spec = ModelSpec(name="tiny-llama", config=TINY_CFG)
     model, tok = load_model(spec, "/nonexistent")
-    scheme = QuantScheme(name="w4a8_rot", weight=WeightSpec(4, 32), act=ActSpec(), transforms=("online_rotation",))
+    scheme = QuantScheme(
+        name="w4a8_rot", weight=WeightSpec(4, 32), act=ActSpec(), transforms=("online_rotation",)
+    )
     report = quantize_model(model, scheme, calib_ids, progress=False)
     save_quantized(model, tmp_path / "ck", scheme=scheme, tokenizer=tok, report=report)
     qc = json.loads((tmp_path / "ck" / "config.json").read_text())["quantization_config"]
@@ -91,7 +95,10 @@ def test_export_records_the_slot(calib_ids, tmp_path):
     spec = ModelSpec(name="tiny-llama", config=dict(TINY_CFG, hidden_size=128, intermediate_size=256))
     model, tok = load_model(spec, "/nonexistent")
     scheme = QuantScheme(
-        name="w4a8_rot", weight=WeightSpec(4, 64), act=ActSpec(strategy="per_token_dynamic"), transforms=("online_rotation",)
+        name="w4a8_rot",
+        weight=WeightSpec(4, 64),
+        act=ActSpec(strategy="per_token_dynamic"),
+        transforms=("online_rotation",),
     )
     quantize_model(model, scheme, calib_ids, progress=False)
     info = export_compressed_tensors(model, tmp_path / "ct", tokenizer=tok)

@@ -14,16 +14,18 @@ SCHEMES = {
     "w4a16_rtn": QuantScheme("w4a16_rtn", WeightSpec(4, G), None),
     "w4a16_gptq": QuantScheme("w4a16_gptq", WeightSpec(4, G, algo="gptq"), None),
     "w4a16_awq": QuantScheme(
-        "w4a16_awq", WeightSpec(4, G, algo="awq", symmetric=False), None, ("awq",), transform_args={"awq": {"grid": 5}}
+        "w4a16_awq",
+        WeightSpec(4, G, algo="awq", symmetric=False),
+        None,
+        ("awq",),
+        transform_args={"awq": {"grid": 5}},
     ),
     "w8a8_sq": QuantScheme(
         "w8a8_sq", WeightSpec(8, 0), ActSpec(strategy="per_token_dynamic"), ("smoothquant",)
     ),
     "w4a8_fptq": QuantScheme("w4a8_fptq", WeightSpec(4, G), ActSpec()),
     "w4a8_fptq_gptq": QuantScheme("w4a8_fptq_gptq", WeightSpec(4, G, algo="gptq"), ActSpec()),
-    "w4a8_static": QuantScheme(
-        "w4a8_static", WeightSpec(4, G), ActSpec(strategy="per_tensor_static")
-    ),
+    "w4a8_static": QuantScheme("w4a8_static", WeightSpec(4, G), ActSpec(strategy="per_tensor_static")),
     "w4a8_kv8": QuantScheme("w4a8_kv8", WeightSpec(4, G), ActSpec(), kv=KVSpec(8)),
     "w4a8_kv4": QuantScheme("w4a8_kv4", WeightSpec(4, G), ActSpec(), kv=KVSpec(4)),
 }
@@ -80,9 +82,7 @@ def test_ignore_patterns_keep_float(calib_ids):
 
 def test_ragged_groups_reported(calib_ids):
     model = tiny_model("llama")  # intermediate 160 = 2.5 groups of 64
-    report = quantize_model(
-        model, QuantScheme("x", WeightSpec(4, 64), None), calib_ids, progress=False
-    )
+    report = quantize_model(model, QuantScheme("x", WeightSpec(4, 64), None), calib_ids, progress=False)
     ragged = {r.name.split(".")[-1] for r in report.layers if r.ragged_group}
     assert ragged == {"down_proj"}
 
@@ -229,9 +229,7 @@ def test_w4a8_on_gemma_and_phi3(family, calib_ids):
     with torch.no_grad():
         ref = model(eval_ids).logits
     # LAE on every norm-fed layer: each fold group of the mapping is exercised
-    scheme = QuantScheme(
-        "w4a8_lae_kv8", WeightSpec(4, G), ActSpec(strategy="lae_static"), kv=KVSpec(8)
-    )
+    scheme = QuantScheme("w4a8_lae_kv8", WeightSpec(4, G), ActSpec(strategy="lae_static"), kv=KVSpec(8))
     report = quantize_model(model, scheme, calib_ids, batch_size=4, progress=False)
     with torch.no_grad():
         out = model(eval_ids).logits
@@ -255,9 +253,7 @@ def test_kv_after_rope_quantizes_inside_attention(calib_ids):
         model = tiny_model("llama")
         with torch.no_grad():
             ref = model(eval_ids).logits
-        quantize_model(
-            model, QuantScheme("q", WeightSpec(8, 0), None, kv=kv), calib_ids, progress=False
-        )
+        quantize_model(model, QuantScheme("q", WeightSpec(8, 0), None, kv=kv), calib_ids, progress=False)
         if kv.position == "post_rope":
             assert model.config._attn_implementation.startswith("fptq_kv_")
             assert model.model.layers[0].self_attn.fptq_kv_bits == kv.bits

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fptq.quant.modes import ActQuant
 from fptq.quant.granularity import GroupLayout
+from fptq.quant.modes import ActQuant
 from fptq.quant.primitives import Grid, dequantize_weight, quantize_weight
 from fptq.quant.qlinear import QuantLinear
 

@@ -71,7 +71,10 @@ def test_each_method_owns_its_settings():
     assert isinstance(w.settings, GPTQSettings) and (w.settings.damp, w.settings.act_order) == (0.1, True)
     assert w.needs.hessian and not w.needs.sequential
     assert WeightSpec(algo="gptq", settings=GPTQSettings(true_sequential=True)).needs.sequential
-    assert ActSpec().settings == FPTQSettings() and (ActSpec().settings.v0, ActSpec().settings.v1) == (15.0, 150.0)
+    assert ActSpec().settings == FPTQSettings() and (ActSpec().settings.v0, ActSpec().settings.v1) == (
+        15.0,
+        150.0,
+    )
     assert ActSpec(strategy="per_token_dynamic").settings.__class__.__name__ == "NoSettings"
     with pytest.raises(ValueError, match="settings must be GPTQSettings"):
         WeightSpec(algo="gptq", settings=FPTQSettings())
@@ -86,5 +89,7 @@ def test_needs_and_data_free():
     assert not QuantScheme(name="s", weight=WeightSpec(), act=ActSpec()).data_free
     assert not QuantScheme(name="g", weight=WeightSpec(algo="gptq")).data_free
     # an override to a static mode reads a calibration range
-    assert not QuantScheme(name="o", act=ActSpec(strategy="per_token_dynamic", overrides={"*.q_proj": "per_tensor_static"})).data_free
+    assert not QuantScheme(
+        name="o", act=ActSpec(strategy="per_token_dynamic", overrides={"*.q_proj": "per_tensor_static"})
+    ).data_free
     assert not QuantScheme(name="t", weight=WeightSpec(), act=dyn, transforms=("smoothquant",)).data_free

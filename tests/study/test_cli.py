@@ -49,7 +49,14 @@ def test_multirun_writes_one_row_per_scheme(tmp_path):
 def test_bad_value_exits_nonzero_with_message(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
     proc = subprocess.run(
-        [sys.executable, "-m", "fptq.study.cli", "debug=tiny", "quant.weight.bits=12", f"hydra.run.dir={tmp_path}"],
+        [
+            sys.executable,
+            "-m",
+            "fptq.study.cli",
+            "debug=tiny",
+            "quant.weight.bits=12",
+            f"hydra.run.dir={tmp_path}",
+        ],
         env=env,
         capture_output=True,
         text=True,

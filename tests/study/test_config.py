@@ -109,7 +109,9 @@ def test_preset_settings_are_the_published_recipes():
     assert by["w4a8_fptq_sq"].act.equalizer == "smoothquant"
     assert by["w4a8_fptq_sq"].transform_settings("smoothquant").alpha == 0.5
     assert by["w8a8_smoothquant"].transform_settings("smoothquant").alpha == 0.5
-    assert by["w4a16_gptq_g128_best"].weight.settings.true_sequential and by["w4a16_gptq_g128_best"].weight.mse
+    assert (
+        by["w4a16_gptq_g128_best"].weight.settings.true_sequential and by["w4a16_gptq_g128_best"].weight.mse
+    )
     assert by["w4a8_auto_sq"].act.settings.budget_db == 0.5
 
 

@@ -5,8 +5,8 @@ from dataclasses import replace
 import fptq.study.jobkey as jobkey
 from fptq.data import CalibSpec, DataSpec
 from fptq.models.loading import ModelSpec
-from fptq.study.runlog import LoggerSpec
 from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
+from fptq.study.runlog import LoggerSpec
 from fptq.study.spec import EvalSpec, PathsSpec, RunSpec
 
 

@@ -8,8 +8,8 @@ import torch
 
 from fptq.data import CalibSpec, DataSpec, calibration_ids, local_file
 from fptq.models.loading import ModelSpec, byte_tokenizer
-from fptq.study.preflight import PreflightError, preflight
 from fptq.quant.scheme import ActSpec, QuantScheme, WeightSpec
+from fptq.study.preflight import PreflightError, preflight
 from fptq.study.spec import EvalSpec, RunSpec
 
 TINY = dict(

@@ -33,7 +33,9 @@ def test_torn_legacy_line_is_reported_and_later_rows_survive(tmp_path):
     """The old failure: a torn last line swallowed the next row. Rows are files now; the legacy
     JSONL's bad line is skipped and reported with its line number."""
     store = ResultStore(str(tmp_path))
-    store.path.write_text(json.dumps(_row(1).to_dict()) + "\n" + '{"experiment": "e", "sch')  # torn, no newline
+    store.path.write_text(
+        json.dumps(_row(1).to_dict()) + "\n" + '{"experiment": "e", "sch'
+    )  # torn, no newline
     store.put("k2", _row(2))
     problems = []
     rows = store.read(problems)
@@ -67,11 +69,28 @@ def test_rows_are_typed_and_versioned(tmp_path):
     r = store.get("k")
     assert isinstance(r, Row) and r.get("weight.bits") == 4 and r["ppl_wikitext2"] == 9.5 and r.job_key == "k"
     # a version-1 flat row reads through the migration
-    old = dict(experiment="e", model="m", scheme="w4a8_fptq", w_bits=4, group_size=None, act_strategy="fptq",
-               v0=15.0, gptq_damp=None, kv_bits=16, ppl_wikitext2=9.0, n_per_tensor_static=3, device="cpu")
+    old = dict(
+        experiment="e",
+        model="m",
+        scheme="w4a8_fptq",
+        w_bits=4,
+        group_size=None,
+        act_strategy="fptq",
+        v0=15.0,
+        gptq_damp=None,
+        kv_bits=16,
+        ppl_wikitext2=9.0,
+        n_per_tensor_static=3,
+        device="cpu",
+    )
     r = Row.from_dict(old)
-    assert r.settings == {"weight.bits": 4, "weight.group_size": 0, "act.strategy": "fptq", "act.fptq.v0": 15.0,
-                          "kv.bits": 0}
+    assert r.settings == {
+        "weight.bits": 4,
+        "weight.group_size": 0,
+        "act.strategy": "fptq",
+        "act.fptq.v0": 15.0,
+        "kv.bits": 0,
+    }
     assert r.metrics == {"ppl_wikitext2": 9.0} and r.quant == {"n_per_tensor_static": 3}
     assert r.run["device"] == "cpu" and Row.from_dict(r.to_dict()) == r
 

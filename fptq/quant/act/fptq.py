@@ -22,7 +22,9 @@ class FPTQSettings:
     lae: bool = True  # false: middle-band layers go static without equalization (ablation)
 
     def __post_init__(self):
-        check(0 <= self.v0 <= self.v1, f"act.fptq thresholds need 0 <= v0 <= v1, got v0={self.v0}, v1={self.v1}")
+        check(
+            0 <= self.v0 <= self.v1, f"act.fptq thresholds need 0 <= v0 <= v1, got v0={self.v0}, v1={self.v1}"
+        )
         one_of(self.middle_band, MIDDLE_BAND, "act.fptq.middle_band")
 
 

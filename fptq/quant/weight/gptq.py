@@ -59,7 +59,7 @@ def hessian_inverse_cholesky(H: torch.Tensor, damp: float, retries: int = 4, nam
             if attempt == retries:
                 raise RuntimeError(
                     f"GPTQ: Hessian of {name or 'layer'} ({n}x{n}) is not positive definite even with "
-                    f"damp={damp}; use more calibration data or a larger weight.damp"
+                    f"damp={damp}; use more calibration data or a larger quant.weight.gptq.damp"
                 ) from None
             log.warning("GPTQ: Cholesky failed for %s with damp=%g; retrying with %g", name, damp, damp * 10)
             damp *= 10

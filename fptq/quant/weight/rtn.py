@@ -31,6 +31,7 @@ def rtn_quantize(
 class RTN(WeightMethod):
     name = "rtn"
     NEEDS = Needs()
+    in_label = False  # the plain grid: int4_g128
 
     def quantize(
         self, W: torch.Tensor, layout: GroupLayout, spec: WeightSpec, stats: Optional[ChannelStats], name: str
