@@ -55,6 +55,14 @@ class ArchSpec:
     # a block's linears in forward order, as groups that read the same input tensor (true-sequential
     # calibration re-collects each group's statistics with the groups before it quantized)
     sequential: Tuple[Tuple[str, ...], ...] = ()
+    # the residual stream, for rotations of it (QuaRot's R1): the token embedding and the head
+    # (full names), the block's linears that write to it (their outputs are added to the residual),
+    # and, for sandwich-norm blocks (Gemma-2/3), the norm between each writer and the residual add
+    embed: str = "model.embed_tokens"
+    head: str = "lm_head"
+    o_proj: str = "self_attn.o_proj"
+    down_proj: str = "mlp.down_proj"
+    post_norms: Tuple[Tuple[str, str], ...] = ()  # (writer linear, the norm applied to its output)
 
     def can_fold(self, config) -> bool:
         return all(getattr(config, k, v) == v for k, v in self.fold_requires)
@@ -124,6 +132,10 @@ def _gemma2_like() -> ArchSpec:
         k_proj="self_attn.k_proj",
         v_proj="self_attn.v_proj",
         sequential=_ATTN_MLP,
+        post_norms=(
+            ("self_attn.o_proj", "post_attention_layernorm"),
+            ("mlp.down_proj", "post_feedforward_layernorm"),
+        ),
     )
 
 
@@ -150,6 +162,9 @@ _OPT = ArchSpec(
     v_proj="self_attn.v_proj",
     fold_requires=(("do_layer_norm_before", True),),
     final_norm="model.decoder.final_layer_norm",
+    embed="model.decoder.embed_tokens",
+    o_proj="self_attn.out_proj",
+    down_proj="fc2",
     sequential=(
         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
         ("self_attn.out_proj",),
@@ -167,6 +182,9 @@ _BLOOM = ArchSpec(
     ),
     fold_requires=(("apply_residual_connection_post_layernorm", False),),
     final_norm="transformer.ln_f",
+    embed="transformer.word_embeddings",
+    o_proj="self_attention.dense",
+    down_proj="mlp.dense_4h_to_h",
     sequential=(
         ("self_attention.query_key_value",),
         ("self_attention.dense",),

@@ -38,6 +38,7 @@ from fptq.models.onload import (
 )
 from fptq.quant.kv import add_kv_quant, use_post_rope_attention
 from fptq.quant.qlinear import QuantLinear
+from fptq.quant.rotation import ModelRotations
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def quantization_config(model: nn.Module, scheme, base_model: Optional[Dict[str,
         "kv_bits": scheme.kv.bits,
         "kv_position": scheme.kv.position,
         "layers": layers,
+        # structural rotations (fptq.quant.rotation): post-norm wrappers, R3 in the attention call
+        "rotations": ModelRotations.of(model).to_config(),
     }
 
 
@@ -263,6 +266,7 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
     model = empty_model(config, dtype)
     for name, lc in qc["layers"].items():
         model.set_submodule(name, QuantLinear.from_config(lc, dtype))
+    ModelRotations.restore(model, qc.get("rotations"))
     names = list(model.state_dict(keep_vars=True))
     aliases = tied_aliases(model, reader.keys())
     missing = [n for n in names if aliases.get(n, n) not in reader]

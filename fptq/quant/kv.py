@@ -4,7 +4,7 @@ Two positions:
 - `pre_rope`: the outputs of the key and value projections (hooks on k_proj/v_proj, or on the
   k and v parts of a fused qkv_proj). K before RoPE, which rotates pairs of channels within a
   head and keeps the per-head range close.
-- `post_rope`: what a serving engine stores in its cache: K after RoPE (and after Gemma-3's
+- `post_rope`: what a serving engine stores (after QuaRot's R3 Hadamard on queries and keys, if any) in its cache: K after RoPE (and after Gemma-3's
   k_norm), V as projected, quantized inside the attention call. fptq registers an attention
   implementation `fptq_kv_<base>` that quantizes key and value (batch, kv_heads, seq, head_dim)
   per (token, head) and then calls the model's own implementation (`<base>`: its eager function,
@@ -58,6 +58,11 @@ def _base_attention(module: nn.Module, base: str):
 
 def _post_rope_attention(base: str):
     def attention(module, query, key, value, attention_mask, **kwargs):
+        rot = getattr(module, "fptq_qk_rotation", None)
+        if (
+            rot is not None
+        ):  # QuaRot's R3 (fptq.quant.rotation): q k^T unchanged, K rotated before its quantizer
+            query, key = rot(query), rot(key)
         bits = getattr(module, "fptq_kv_bits", 0)
         if bits:  # (batch, kv_heads, seq, head_dim): one scale per (token, head)
             key = fake_quant_act_per_token(key, bits).to(key.dtype)

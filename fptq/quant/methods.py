@@ -121,10 +121,16 @@ class Transform(Method):
       into the linears). `scale(stats, weights, settings, scheme)` -> s. `linear_fed`: may fold into
       a preceding linear too, not only into a norm.
     - `online`: for each linear it targets, an op R applied to the input at run time, with W' = W R^-T
-      fused offline (`online_op(linear_name, in_features, settings, seed)` -> a
+      fused offline (`online_op(linear_name, in_features, settings, seed, arch)` -> a
       `fptq.quant.online.OnlineOp` or None). The op lives in QuantLinear's input-transform slot.
-    - `model`: a whole-model rewrite before the block loop (`apply_model(model, arch, settings)`),
-      e.g. a rotation of the residual stream fused into the weights.
+    - `model`: a whole-model rewrite before the block loop (`apply_model(model, arch, settings,
+      ctx)` -> a dict of what it did, kept in the run's row), e.g. a rotation of the residual stream
+      fused into the weights. A model transform may also install online ops (`online_op`, when its
+      `needs(settings).online`), e.g. QuaRot's R4.
+
+    Checks that need more than the settings: `check_scheme(settings, scheme)` at compose time (the
+    rest of the scheme), `check_model(config, arch, settings)` before any work (the architecture and
+    its sizes; preflight and the pipeline call it).
     """
 
     kind: str = "scale"
@@ -133,11 +139,28 @@ class Transform(Method):
     def scale(self, stats: Any, weights: Any, settings: Any, scheme: Any):
         raise NotImplementedError
 
-    def online_op(self, name: str, in_features: int, settings: Any, seed: int):
+    def online_op(self, name: str, in_features: int, settings: Any, seed: int, arch: Any = None):
         raise NotImplementedError
 
-    def apply_model(self, model: Any, arch: Any, settings: Any) -> None:
+    def apply_model(self, model: Any, arch: Any, settings: Any, ctx: ModelContext) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def check_scheme(self, settings: Any, scheme: Any) -> None:
+        """Raise ValueError if the rest of the scheme contradicts this transform."""
+
+    def check_model(self, config: Any, arch: Any, settings: Any) -> None:
+        """Raise (NotImplementedError, ValueError) if this model cannot take the transform."""
+
+
+@dataclass
+class ModelContext:
+    """What a model transform gets beyond its settings: the calibration ids (n, seqlen) or None,
+    the whole scheme, the run's seed, whether to show progress."""
+
+    calib_ids: Any = None
+    scheme: Any = None
+    seed: int = 0
+    progress: bool = True
 
 
 TRANSFORM_KINDS = ("scale", "online", "model")

@@ -16,6 +16,7 @@ from typing import Any, Dict
 import torch
 import torch.nn as nn
 
+from fptq.quant.hadamard import factor, fwht, hadamard_matrix
 from fptq.registry import Registry
 
 ONLINE_OPS: Registry = Registry("online op")
@@ -26,6 +27,10 @@ class OnlineOp(nn.Module):
 
     def fuse_weight(self, W: torch.Tensor) -> torch.Tensor:
         """W' with F.linear(self(x), W') == F.linear(x, W) (in exact arithmetic)."""
+        raise NotImplementedError
+
+    def matrix(self) -> torch.Tensor:
+        """The op as a dense float64 (n, n) matrix Q: op(x) = x Q (offline fusion, tests)."""
         raise NotImplementedError
 
     def to_config(self) -> Dict[str, Any]:
@@ -57,12 +62,65 @@ class Orthogonal(OnlineOp):
     def fuse_weight(self, W: torch.Tensor) -> torch.Tensor:
         return (W.double() @ self.Q.double()).to(W.dtype)
 
+    def matrix(self) -> torch.Tensor:
+        return self.Q.double()
+
+    def to_config(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "n": self.Q.shape[0]}
+
     @classmethod
     def skeleton(cls, cfg, in_features, device=None):
-        return cls(torch.empty(in_features, in_features, device=device))
+        n = cfg.get("n", in_features)
+        return cls(torch.empty(n, n, device=device))
 
     def extra_repr(self) -> str:
         return f"n={self.Q.shape[0]}"
+
+
+@ONLINE_OPS.register("hadamard")
+class Hadamard(OnlineOp):
+    """x -> fwht(x * D) = x diag(D) H_n^T / sqrt(n): a (randomized) Hadamard rotation in O(n log n)
+    (`fptq.quant.hadamard.fwht`; QuaRot's online Hadamard, arXiv 2404.00456 Sec. 4). D is a +-1
+    sign vector (QuaRot's randomized Hadamard) or absent (all ones). Nothing dense is stored."""
+
+    kind = "hadamard"
+
+    def __init__(self, n: int, signs: torch.Tensor = None):
+        super().__init__()
+        self.n = n
+        if factor(n) is None:
+            raise ValueError(f"no Hadamard matrix of order {n} is known here (fptq.quant.hadamard)")
+        if signs is not None:
+            self.register_buffer("D", signs.float().contiguous())
+        else:
+            self.D = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fwht(x if self.D is None else x * self.D.to(x.dtype))
+
+    def fuse_weight(self, W: torch.Tensor) -> torch.Tensor:
+        return (W.double() @ self.matrix()).to(W.dtype)
+
+    def matrix(self) -> torch.Tensor:
+        H = hadamard_matrix(self.n).T
+        return H if self.D is None else self.D.double().unsqueeze(1) * H
+
+    def to_config(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "n": self.n, "signs": self.D is not None}
+
+    @classmethod
+    def skeleton(cls, cfg, in_features, device=None):
+        n = cfg.get("n", in_features)
+        return cls(n, torch.empty(n, device=device) if cfg.get("signs") else None)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, signs={self.D is not None}"
+
+
+def random_signs(n: int, seed: int, name: str = "") -> torch.Tensor:
+    """A deterministic +-1 vector from (seed, name): the D of a randomized Hadamard."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()) + 7)
+    return torch.randint(0, 2, (n,), generator=gen, dtype=torch.float64) * 2 - 1
 
 
 def random_orthogonal(n: int, seed: int, name: str = "") -> torch.Tensor:

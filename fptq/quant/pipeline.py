@@ -30,10 +30,10 @@ from fptq.quant.calibration import (
 from fptq.quant.folding import BlockFolder
 from fptq.quant.granularity import group_size_value
 from fptq.quant.kv import add_kv_quant, head_dim, use_post_rope_attention
-from fptq.quant.methods import TRANSFORMS
+from fptq.quant.methods import TRANSFORMS, ModelContext
 from fptq.quant.modes import ActQuant, LayerMode, match_override
 from fptq.quant.online import OnlineOp, install
-from fptq.quant.primitives import sqnr_db, static_act_scale
+from fptq.quant.primitives import sqnr_db
 from fptq.quant.qlinear import QuantLinear
 from fptq.quant.report import LayerRecord, QuantReport
 from fptq.quant.scheme import QuantScheme
@@ -115,9 +115,14 @@ def quantize_model(
     blocks = model.get_submodule(arch.blocks)
     if scheme.kv.bits and scheme.kv.position == "post_rope":
         use_post_rope_attention(model)
-    for tname in scheme.transforms:  # whole-model rewrites (e.g. a residual rotation) come first
-        if TRANSFORMS.get(tname).kind == "model":
-            TRANSFORMS.get(tname).apply_model(model, arch, scheme.transform_settings(tname))
+    model_tf = [t for t in scheme.transforms if TRANSFORMS.get(t).kind == "model"]
+    for tname in model_tf:
+        TRANSFORMS.get(tname).check_model(model.config, arch, scheme.transform_settings(tname))
+    ctx = ModelContext(calib_ids=calib_ids, scheme=scheme, seed=seed, progress=progress)
+    for tname in model_tf:  # whole-model rewrites (e.g. a residual rotation) come first
+        t_start = time.perf_counter()
+        info = TRANSFORMS.get(tname).apply_model(model, arch, scheme.transform_settings(tname), ctx)
+        report.transforms[tname] = {**(info or {}), "seconds": time.perf_counter() - t_start}
     calibrate = calib_ids is not None
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size) if calibrate else []
     block_kwargs = capture_block_kwargs(model, blocks, calib_ids, batch_size) if calibrate else None
@@ -126,7 +131,7 @@ def quantize_model(
     needs = scheme.needs
     stat_kw = dict(hessian=needs.hessian, sample_rows=sample_rows)
     sequential = needs.sequential and not scheme.data_free
-    online = [t for t in scheme.transforms if TRANSFORMS.get(t).kind == "online"]
+    online = [t for t in scheme.transforms if TRANSFORMS.get(t).needs(scheme.transform_settings(t)).online]
     hd = head_dim(model.config) if hasattr(model.config, "num_attention_heads") else None
     for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
         block = blocks[bi]
@@ -134,7 +139,7 @@ def quantize_model(
             onload(bi, block)
         prefix = f"{arch.blocks}.{bi}"
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
-        ops, hooks = _install_online(prefix, linears, online, scheme, seed)
+        ops, hooks = _install_online(prefix, linears, online, scheme, seed, arch)
         batches = with_block_kwargs(batches, block_kwargs, bi)
         mem.see("block_float_bytes", _nbytes(block.state_dict().values()))
         mem.see("calib_act_bytes", _nbytes(h for h, _, _ in batches))
@@ -204,7 +209,7 @@ def _fallback_dynamic(model: nn.Module, scheme: QuantScheme, report: QuantReport
         report.add(rec)
 
 
-def _install_online(prefix: str, linears, online: List[str], scheme: QuantScheme, seed: int):
+def _install_online(prefix: str, linears, online: List[str], scheme: QuantScheme, seed: int, arch=None):
     """The scheme's online transforms on this block's float linears, before any statistics:
     {linear: op} and the pre-hooks that apply each op until the linear is replaced."""
     ops: Dict[str, OnlineOp] = {}
@@ -214,7 +219,7 @@ def _install_online(prefix: str, linears, online: List[str], scheme: QuantScheme
         for n, lin in linears.items():
             if _ignored(f"{prefix}.{n}", scheme.ignore):
                 continue
-            op = t.online_op(f"{prefix}.{n}", lin.in_features, settings, seed)
+            op = t.online_op(f"{prefix}.{n}", lin.in_features, settings, seed, arch)
             if op is None:
                 continue
             if n in ops:
@@ -292,7 +297,7 @@ def _quantize_linear(
     if scheme.act is not None:
         act_mode, act_bits, act_rule = mode.runtime, scheme.act.bits, scheme.act.scale_rule
         if act_mode == ActQuant.STATIC:
-            act_scale = static_act_scale(st.absmax, act_bits, act_rule)
+            act_scale = scheme.act.static_scale(st.absmax, st.sample_tensor() if st.sample else None)
     act = dict(act_mode=act_mode, act_bits=act_bits, act_rule=act_rule, act_scale=act_scale)
     layout, wsqnr = None, float("inf")
     if w is not None:

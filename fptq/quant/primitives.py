@@ -211,6 +211,44 @@ def static_act_scale(absmax: torch.Tensor, bits: int = 8, scale_rule: str = "max
     return absmax.max().clamp(min=EPS) / sym_divisor(bits, scale_rule)
 
 
+# how a per-tensor static activation range is calibrated (act.static_range)
+STATIC_RANGES = ("max", "mse", "percentile")
+MSE_CLIP_GRID = 100  # clip ratios 1.00, 0.99, ..., 0.01 of max|X|
+
+
+@torch.no_grad()
+def search_static_scale(
+    absmax: torch.Tensor,
+    X: Optional[torch.Tensor],
+    bits: int = 8,
+    scale_rule: str = "max",
+    how: str = "max",
+    percentile: float = 99.99,
+) -> torch.Tensor:
+    """A per-tensor static scale: the raw range max|X| (`max`), the range clipped to the ratio r of
+    max|X| that minimises |X - Q(X)|^2 on the calibration rows X (`mse`; the MSE calibrator of
+    TensorRT and of Nagel et al. 2021, "A White Paper on Neural Network Quantization", Sec. 3.4), or
+    the `percentile` of |X| over the rows (never above max|X|). X: (rows, in) sample rows."""
+    if how not in STATIC_RANGES:
+        raise ValueError(f"static range must be one of {STATIC_RANGES}, got {how!r}")
+    top = absmax.max().clamp(min=EPS).float()
+    div = sym_divisor(bits, scale_rule)
+    if how == "max" or X is None or X.numel() == 0:
+        return top / div
+    A = X.float().abs().flatten()
+    if how == "percentile":
+        k = max(1, min(A.numel(), int(round(A.numel() * percentile / 100.0))))
+        return torch.minimum(A.kthvalue(k).values, top).clamp(min=EPS) / div
+    Xf = X.float()
+    best, best_err = top / div, float("inf")
+    for i in range(MSE_CLIP_GRID):
+        s = top * (1.0 - i / MSE_CLIP_GRID) / div
+        err = (fake_quant_act_per_tensor(Xf, s, bits) - Xf).pow(2).sum().item()
+        if err < best_err:
+            best, best_err = s, err
+    return best
+
+
 def sqnr_db(ref: torch.Tensor, x: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB: 10 log10(|ref|^2 / |ref - x|^2)."""
     ref, x = ref.double(), x.double()

@@ -31,6 +31,8 @@ class QuantReport:
     layers: List[LayerRecord] = field(default_factory=list)
     seconds: float = 0.0
     memory: Dict[str, int] = field(default_factory=dict)  # byte counters (fptq.quant.pipeline)
+    # what each whole-model transform did (its construction, bytes added, a learned rotation's loss)
+    transforms: Dict[str, Dict] = field(default_factory=dict)
 
     def add(self, rec: LayerRecord) -> None:
         self.layers.append(rec)
@@ -55,6 +57,7 @@ class QuantReport:
             "min_output_sqnr_db": min(finite) if finite else None,
             "quantize_seconds": self.seconds,
             **{f"mem_{k}": v for k, v in self.memory.items()},
+            "transforms": self.transforms,
         }
 
     @classmethod
@@ -66,7 +69,10 @@ class QuantReport:
             for r in d["layers"]
         ]
         mem = {k[4:]: v for k, v in d.get("summary", {}).items() if k.startswith("mem_")}
-        return cls(d["scheme"], layers, d.get("summary", {}).get("quantize_seconds", 0.0), mem)
+        summary = d.get("summary", {})
+        return cls(
+            d["scheme"], layers, summary.get("quantize_seconds", 0.0), mem, summary.get("transforms") or {}
+        )
 
     def to_dict(self) -> Dict:
         return {"scheme": self.scheme, "summary": self.summary(), "layers": self.rows()}

@@ -23,7 +23,7 @@ from fptq.quant.methods import (
     one_of,
 )
 from fptq.quant.modes import LayerMode
-from fptq.quant.primitives import SCALE_RULES, ZERO_POINTS, Grid
+from fptq.quant.primitives import SCALE_RULES, STATIC_RANGES, ZERO_POINTS, Grid, search_static_scale
 
 UNKNOWN_ARCH = ("error", "dynamic")
 KV_GRANULARITIES = ("per_head_token",)
@@ -115,6 +115,10 @@ class ActSpec:
     settings: Any = method_settings_field("act", lambda d: d.get("strategy", "fptq"), inline=True)
     # the symmetric scale rule of every activation quantizer (static and per-token): max | half_range
     scale_rule: str = "max"
+    # how each per-tensor static scale is calibrated: the raw max|X| (the paper), a clip ratio
+    # searched for the least squared error on the calibration rows (mse), or a percentile of |X|
+    static_range: str = "max"
+    static_percentile: float = 99.99
     # fnmatch pattern on the module name -> per-layer mode, applied after the strategy (ablations)
     overrides: Dict[str, str] = field(default_factory=dict)
     # the transform that realises the LAE mode where a strategy picks it: FPTQ's `lae`, or
@@ -127,6 +131,11 @@ class ActSpec:
     def __post_init__(self):
         check(2 <= self.bits <= 8, f"act.bits must be in [2, 8], got {self.bits}")
         one_of(self.scale_rule, SCALE_RULES, "act.scale_rule")
+        one_of(self.static_range, STATIC_RANGES, "act.static_range")
+        check(
+            0 < self.static_percentile <= 100,
+            f"act.static_percentile must be in (0, 100], got {self.static_percentile}",
+        )
         one_of(self.strategy, ACT_STRATEGIES.names(), "act.strategy")
         object.__setattr__(self, "settings", self.method.settings(self.settings))
         equalizers = [n for n, t in TRANSFORMS.items() if t.kind == "scale" and not t.NEEDS.quantized_weights]
@@ -145,13 +154,22 @@ class ActSpec:
         n = self.method.needs(self.settings)
         if any(LayerMode(m).runtime.value == "static" for m in self.overrides.values()):
             n = n | Needs(ranges=True)
+        if self.static_range != "max" and n.ranges:  # the search reads calibration rows
+            n = n | Needs(sample_rows=True)
         return n
+
+    def static_scale(self, absmax, X=None):
+        """The per-tensor static scale of one layer (`act.static_range`), from its range and rows."""
+        return search_static_scale(
+            absmax, X, self.bits, self.scale_rule, self.static_range, self.static_percentile
+        )
 
     @property
     def label(self) -> str:
         """The activation axis as the `act` config group names it, e.g. fptq, per_token_dynamic."""
         label = self.strategy if self.bits == 8 else f"{self.strategy}_a{self.bits}"
         label += "_half" if self.scale_rule == "half_range" else ""
+        label += {"max": "", "mse": "_mse", "percentile": f"_p{self.static_percentile:g}"}[self.static_range]
         return label + ("_linear" if self.lae_linear and self.strategy != "auto" else "")
 
 
@@ -218,6 +236,8 @@ class QuantScheme:
         object.__setattr__(
             self, "transform_args", {n: TRANSFORMS.get(n).settings(given.get(n)) for n in used}
         )
+        for n in used:
+            TRANSFORMS.get(n).check_scheme(self.transform_args[n], self)
         if "awq" in self.transforms and "smoothquant" in self.transforms:
             raise ValueError("AWQ already searches per-channel scales; do not combine it with smoothquant")
         one_of(self.on_unknown_arch, UNKNOWN_ARCH, "quant.on_unknown_arch")

@@ -30,7 +30,7 @@ def baseline_key(spec: RunSpec, dataset: str, ids: torch.Tensor) -> str:
             "dataset": dataset,
             "tokens": tokens_digest(ids),
             "seqlen": spec.eval.seqlen,
-            "max_windows": spec.eval.max_windows,
+            "max_windows": spec.eval.windows_for(dataset),
         }
     )
 

@@ -85,6 +85,10 @@ def model_identity(model) -> Dict[str, Any]:
             ident["gguf"] = (g.name, g.stat().st_size)
         except (ModuleNotFoundError, FileNotFoundError):
             ident["gguf"] = None  # preflight reports it
+    elif model.source == "gemma3_gguf":
+        from fptq.models.loading import GEMMA3_SHA256
+
+        ident["gguf"] = GEMMA3_SHA256  # the concatenation is checked against it when converted
     else:
         ident["hf_id"] = model.hf_id
     return ident

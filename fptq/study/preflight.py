@@ -99,6 +99,14 @@ def model_config(spec: RunSpec, problems: List[str]) -> Optional[Any]:
                 )
                 return None
             return AutoConfig.from_pretrained(str(folder))
+        if m.source == "gemma3_gguf":
+            from fptq.models.loading import gemma3_folder_cached, gemma3_gguf_parts
+
+            cached = gemma3_folder_cached(spec.paths.cache_dir)
+            if cached is not None:
+                return AutoConfig.from_pretrained(str(cached))
+            gemma3_gguf_parts()  # the packages are there (the conversion runs at load time)
+            return None
         if m.source == "smollm2_gguf":
             from fptq.models.loading import smollm2_folder_cached, smollm2_gguf_path
 
@@ -131,20 +139,46 @@ def layer_problems(spec: RunSpec, config) -> List[str]:
             f"no architecture mapping for {arch_name}; known: {sorted(ARCHS)}. Add an ArchSpec to "
             "fptq.models.arch.ARCHS, or set quant.on_unknown_arch=dynamic"
         ]
+    out = transform_problems(spec, config, model)
     w = spec.quant.weight
     if w is None or w.per_channel:
-        return []
+        return out
     too_narrow = {}
     for name, mod in model.named_modules():
         if not isinstance(mod, torch.nn.Linear) or any(fnmatch.fnmatch(name, p) for p in spec.quant.ignore):
             continue
         if w.group_size > mod.in_features:
             too_narrow.setdefault(mod.in_features, name)
-    return [
+    return out + [
         f"quant.weight.group_size={w.group_size} is wider than {name} ({width} inputs, and every layer "
         f"of that width); use a group size <= {min(too_narrow)} or weight=int4_channel"
         for width, name in sorted(too_narrow.items())
     ]
+
+
+def transform_problems(spec: RunSpec, config, model) -> List[str]:
+    """Each transform against the architecture and its sizes (a rotation on a family with no mapping
+    for it, a size with no Hadamard and no fallback), and whole-model rewrites against sequential
+    onloading (which never holds the whole model)."""
+    from fptq.models.arch import ARCHS
+    from fptq.quant.methods import TRANSFORMS
+
+    out = []
+    arch = ARCHS.get(type(model).__name__)
+    for name in spec.quant.transforms:
+        t, settings = TRANSFORMS.get(name), spec.quant.transform_settings(name)
+        if t.needs(settings).whole_model and spec.model.onload == "sequential":
+            out.append(
+                f"transform {name!r} rewrites the whole model before the block loop; it cannot run with "
+                "model.onload=sequential (blocks are loaded one at a time): use model.onload=eager"
+            )
+        if arch is None:
+            continue
+        try:
+            t.check_model(config, arch, settings)
+        except (NotImplementedError, ValueError) as e:
+            out.append(f"transform {name!r} on {type(model).__name__}: {e}")
+    return out
 
 
 # ---- data -----------------------------------------------------------------------------------------

@@ -125,6 +125,10 @@ def store_row(result: Dict[str, Any], spec: RunSpec) -> Row:
     }
     for k, v in (summary.get("strategy_counts") or {}).items():
         quant[f"n_{k}"] = v
+    for tname, info in (summary.get("transforms") or {}).items():  # e.g. quarot.r1, spinquant.loss_end
+        for k, v in info.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                quant[f"{tname}.{k}"] = v
     return Row(
         experiment=spec.experiment_name,
         model=spec.model.name,

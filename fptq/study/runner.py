@@ -82,7 +82,7 @@ def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> 
     e = spec.eval
     bos = tok.bos_token_id if spec.model.add_bos else None
     return perplexity(
-        model, streams[dataset], e.seqlen, e.max_windows, bos, e.progress, desc=f"{tag} {dataset}"
+        model, streams[dataset], e.seqlen, e.windows_for(dataset), bos, e.progress, desc=f"{tag} {dataset}"
     ).as_dict()
 
 
@@ -119,7 +119,14 @@ def _fp_ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, device) -
     bos = tok.bos_token_id if spec.model.add_bos else None
     loader = BlockLoader(model, spec.model.torch_dtype, device)
     return perplexity_blockwise(
-        model, streams[dataset], loader, e.seqlen, e.max_windows, bos, e.progress, desc=f"fp {dataset}"
+        model,
+        streams[dataset],
+        loader,
+        e.seqlen,
+        e.windows_for(dataset),
+        bos,
+        e.progress,
+        desc=f"fp {dataset}",
     ).as_dict()
 
 

@@ -3,7 +3,7 @@ logger, paths), frozen and validated at construction. `fptq.study.config` builds
 composed Hydra config; library users can build one directly."""
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from fptq.data import EVAL_SETS, CalibSpec, DataSpec
 from fptq.eval.tasks import check_tasks
@@ -22,6 +22,8 @@ class EvalSpec:
     datasets: Tuple[str, ...] = ("wikitext2",)  # perplexity sets: wikitext2, ptb, c4
     seqlen: int = 2048
     max_windows: Optional[int] = 8  # None: the whole test set (WikiText-2: 148 windows of 2048)
+    # per-set window counts that replace max_windows for that set, e.g. {c4: 10}
+    windows: Dict[str, Optional[int]] = field(default_factory=dict)
     baseline: bool = True  # also report the unquantized model (cached per model and protocol)
     progress: bool = True
     # lm-eval tasks: lambada_openai, piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq,
@@ -33,6 +35,10 @@ class EvalSpec:
     mmlu_shots: int = 5
     task_source: str = "auto"  # auto (follows data.source) | hub | local
     task_data: Optional[str] = None  # local task data folder (default: the shared data folder)
+
+    def windows_for(self, dataset: str) -> Optional[int]:
+        """The windows evaluated on `dataset`: its `windows` entry, else max_windows."""
+        return self.windows.get(dataset, self.max_windows)
 
     def __post_init__(self):
         object.__setattr__(self, "datasets", tuple(self.datasets))
@@ -51,6 +57,12 @@ class EvalSpec:
                 raise ValueError(f"unknown evaluation set {d!r}; known: {EVAL_SETS}")
         if self.seqlen < 2:
             raise ValueError(f"eval.seqlen must be >= 2, got {self.seqlen}")
+        object.__setattr__(self, "windows", dict(self.windows or {}))
+        for d, w in self.windows.items():
+            if d not in EVAL_SETS:
+                raise ValueError(f"eval.windows names an unknown evaluation set {d!r}; known: {EVAL_SETS}")
+            if w is not None and w < 1:
+                raise ValueError(f"eval.windows.{d} must be >= 1 or null (all), got {w}")
         if self.max_windows is not None and self.max_windows < 1:
             raise ValueError(f"eval.max_windows must be >= 1 or null (all), got {self.max_windows}")
 

@@ -94,8 +94,8 @@ toy_threshold: {v: 10.0}
 def test_registries_hold_the_builtin_methods():
     assert WEIGHT_METHODS.names() == ["awq", "gptq", "rtn"]
     assert ACT_STRATEGIES.names() == ["auto", "fptq", "lae_static", "per_tensor_static", "per_token_dynamic"]
-    assert TRANSFORMS.names() == ["awq", "lae", "online_rotation", "smoothquant"]
-    assert {t.kind for _, t in TRANSFORMS.items()} == {"scale", "online"}
+    assert TRANSFORMS.names() == ["awq", "lae", "online_rotation", "quarot", "smoothquant", "spinquant"]
+    assert {t.kind for _, t in TRANSFORMS.items()} == {"scale", "online", "model"}
     assert WEIGHT_METHODS.get("gptq").needs(WEIGHT_METHODS.get("gptq").settings()).hessian
     assert not WEIGHT_METHODS.get("rtn").needs(None).calibration
 

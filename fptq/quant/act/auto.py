@@ -26,7 +26,6 @@ from fptq.quant.primitives import (
     fake_quant_act_per_token,
     fake_quant_weight,
     sqnr_db,
-    static_act_scale,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ def output_sqnr(
     if mode == LayerMode.DYNAMIC:
         Xq = fake_quant_act_per_token(X, act.bits, act.scale_rule)
     else:
-        scale = static_act_scale(X.abs().amax(0), act.bits, act.scale_rule)
+        scale = act.static_scale(X.abs().amax(0), X)
         Xq = fake_quant_act_per_tensor(X, scale, act.bits)
     return sqnr_db(X @ W.T, Xq @ Wq.T)
 

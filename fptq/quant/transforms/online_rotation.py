@@ -33,7 +33,7 @@ class OnlineRotation(Transform):
     Settings = OnlineRotationSettings
     NEEDS = Needs(online=True)
 
-    def online_op(self, name: str, in_features: int, settings: OnlineRotationSettings, seed: int):
+    def online_op(self, name: str, in_features: int, settings: OnlineRotationSettings, seed: int, arch=None):
         if not any(fnmatch.fnmatchcase(name, p) for p in settings.targets):
             return None
         return Orthogonal(random_orthogonal(in_features, settings.seed, name))
