@@ -50,6 +50,15 @@ METHODS = {
     "w4a8_auto": "auto-policy W4A8",
     "w4a8_auto_sq": "auto-policy W4A8 (SmoothQuant)",
     "kv_only": "FP + KV cache",
+    "w4a8_quarot_rtn": "QuaRot W4A8 (RTN)",
+    "w4a8_quarot_rtn_static": "QuaRot W4A8 (RTN, static)",
+    "w4a8_quarot_rtn_static_mse": "QuaRot W4A8 (RTN, static MSE)",
+    "w4a8_quarot_gptq": "QuaRot W4A8 (GPTQ)",
+    "w4a8_quarot_gptq_static": "QuaRot W4A8 (GPTQ, static)",
+    "w4a8_quarot_gptq_static_mse": "QuaRot W4A8 (GPTQ, static MSE)",
+    "w4a8_spinquant": "SpinQuant W4A8 (GPTQ)",
+    "w4a8_fptq_quarot": "FPTQ W4A8 after QuaRot",
+    "w4a8_static_mse": "static W4A8 (MSE range)",
 }
 TASK_NAMES = {
     "piqa": "PIQA",
@@ -228,10 +237,55 @@ def v0v1_grid(rows: Sequence[Row], metric: str = "ppl_wikitext2"):
 
 # the tables of an experiment's report, in order: (file stem, builder(rows, published) -> Table or None).
 # A new table is a function here and a line in this list; fptq-report writes its md and tex.
+# what a whole-model transform recorded in its row (`quant.<transform>.<key>`), as columns
+ROTATION_KEYS = (
+    ("r1", "R1"),
+    ("r2", "R2"),
+    ("r3", "R3"),
+    ("r4", "R4"),
+    ("untied_bytes", "untied MB"),
+    ("online_post_norms", "online post-norms"),
+    ("steps", "steps"),
+    ("loss_start", "loss start"),
+    ("loss_end", "loss end"),
+    ("train_seconds", "train s"),
+)
+
+
+def rotation_table(rows: Sequence[Row], published: Optional[PublishedSet] = None) -> Optional[Table]:
+    """Per rotated row: what each rotation was built as (a Hadamard m x 2^k, random, learned), the
+    bytes untying the head added, the post-norms rotated online, and a learned rotation's training
+    (steps, held-out loss of the W4A8 fake-quantized model before and after, seconds)."""
+    found = []
+    for r in rows:
+        names = sorted(
+            {k.split(".", 1)[0] for k in r.quant if "." in k and k.split(".", 1)[1] in dict(ROTATION_KEYS)}
+        )
+        found += [(r, n) for n in names]
+    if not found:
+        return None
+    keys = [(k, n) for k, n in ROTATION_KEYS if any(_present(r.quant.get(f"{t}.{k}")) for r, t in found)]
+    t = Table("Rotations (what each run built)", ["model", "method", "transform", *[n for _, n in keys]], [])
+    for r, tname in sorted(
+        found, key=lambda x: (str(x[0].get("model")), method_order(str(x[0].get("scheme"))))
+    ):
+        cells = []
+        for k, _ in keys:
+            v = r.quant.get(f"{tname}.{k}")
+            if k == "untied_bytes" and _num(v) is not None:
+                v = f"{v / 2**20:.1f}"
+            elif k.startswith(("loss", "train")) and _num(v) is not None:
+                v = f"{v:.3f}" if k.startswith("loss") else f"{v:.0f}"
+            cells.append(v)
+        t.add([r.get("model"), method_name(r), tname, *cells])
+    return t
+
+
 EXPERIMENT_TABLES = (
     ("perplexity", perplexity_table),
     ("accuracy", accuracy_table),
     ("v0v1", lambda rows, published=None: v0v1_table(rows)),
+    ("rotations", rotation_table),
 )
 
 

@@ -125,3 +125,27 @@ def test_layer_report_script(tmp_path):
         "| down_proj | 2 | 20.0 | 200.0 | 200.0 | per_tensor_static=1 per_token_dynamic=1 | 0 | 15.0 |" in out
     )
     assert "| q_proj | 1 | 30.0 | 30.0 | 30.0 | lae_static=1 | 1 | 25.0 |" in out
+
+
+def test_rotation_table_shows_what_each_run_built():
+    from fptq.analysis.tables import rotation_table, to_markdown
+
+    quarot = {"quarot.r1": "hadamard 36x16", "quarot.r4": "hadamard 12x128", "quarot.untied_bytes": 113246208}
+    spin = {
+        "spinquant.r1": "learned from hadamard 36x16",
+        "spinquant.steps": 20,
+        "spinquant.loss_start": 3.5,
+        "spinquant.loss_end": 3.25,
+        "spinquant.train_seconds": 250.4,
+        "spinquant.untied_bytes": 113246208,
+    }
+    rows = [
+        Row("e", "smollm2", "w4a8_quarot_rtn", quant=quarot),
+        Row("e", "smollm2", "w4a8_spinquant", quant=spin),
+        Row("e", "smollm2", "w4a8_fptq", quant={"n_per_tensor_static": 3}),
+    ]
+    md = to_markdown(rotation_table(rows))
+    assert "| smollm2 | QuaRot W4A8 (RTN) | quarot | hadamard 36x16 | hadamard 12x128 | 108.0 |" in md
+    assert "learned from hadamard 36x16" in md and "| 20 | 3.500 | 3.250 | 250 |" in md
+    assert "FPTQ W4A8 |" not in md  # a run with no rotation has no row
+    assert rotation_table(rows[2:]) is None

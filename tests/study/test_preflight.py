@@ -156,3 +156,24 @@ def test_data_root_from_env_and_explicit_root(tmp_path, monkeypatch):
     assert local_file("wikitext2", DataSpec()) == tmp_path / "wikitext2" / "wikitext2_raw_test.txt"
     with pytest.raises(FileNotFoundError, match="data.root='/nonexistent' is not a folder"):
         local_file("wikitext2", DataSpec(root="/nonexistent"))
+
+
+def test_rotations_the_model_cannot_take_are_refused_before_loading(tmp_path):
+    """R1 on a LayerNorm family and a hidden size with no Hadamard and no fallback: each named, from
+    the model's config, before any weight is read."""
+    opt = ModelSpec(
+        name="o",
+        source="random",
+        config_class="OPTConfig",
+        config=dict(
+            hidden_size=64, ffn_dim=128, num_hidden_layers=1, num_attention_heads=4, word_embed_proj_dim=64
+        ),
+    )
+    rot = QuantScheme(name="rot", transforms=("quarot",))
+    (p,) = _problems(_spec(tmp_path, model=opt, quant=rot))
+    assert "transform 'quarot' on OPTForCausalLM" in p and "RMSNorm" in p and "r1=none" in p
+    odd = ModelSpec(name="h", source="random", config=dict(TINY, hidden_size=172, head_dim=16))
+    (p,) = _problems(_spec(tmp_path, model=odd, quant=rot))
+    assert "no Hadamard matrix of order 172" in p and "fallback=random" in p
+    ok = QuantScheme(name="rot", transforms=("quarot",), transform_args={"quarot": {"fallback": "random"}})
+    preflight(_spec(tmp_path, model=odd, quant=ok), torch.device("cpu"))

@@ -231,3 +231,25 @@ def test_export_refuses_online_rotations_outside_linears(tmp_path):
     quantize_model(model, scheme, IDS, progress=False)
     with pytest.raises(ValueError, match="R3"):
         export_compressed_tensors(model, tmp_path / "ct")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m"])
+def test_quarot_keeps_real_model_logits(name, tmp_path_factory):
+    """The real models' sizes (576 = 36 x 16, 640 = 20 x 32, FFN 1536 = 12 x 128): every rotation on,
+    no quantization, fp32 logits unchanged (observed ~8e-7 on SmolLM2)."""
+    import os
+
+    from fptq.models.loading import ModelSpec, load_model
+
+    src = {"smollm2-135m": "smollm2_gguf", "gemma-3-270m": "gemma3_gguf"}[name]
+    cache = os.environ.get("FPTQ_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    try:
+        model, _ = load_model(ModelSpec(name=name, source=src), cache)
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"{name} not available: {e}")
+    ids = torch.randint(100, 1100, (1, 64), generator=torch.Generator().manual_seed(0))
+    ref = _logits(model, ids)
+    report = quantize_model(model, QuantScheme("rot", transforms=("quarot",)), ids, progress=False)
+    assert report.transforms["quarot"]["r1"].startswith("hadamard")
+    assert _rel(_logits(model, ids), ref) < 1e-5
