@@ -42,6 +42,15 @@ PRESETS = {
     "w4a8_auto": ("int4_g128", "auto", ()),
     "w4a8_auto_sq": ("int4_g128", "auto", ("smoothquant",)),
     "kv_only": ("none", "none", ()),
+    "w4a8_quarot_rtn": ("int4_g128", "per_token_dynamic", ("quarot",)),
+    "w4a8_quarot_rtn_static": ("int4_g128", "per_tensor_static", ("quarot",)),
+    "w4a8_quarot_rtn_static_mse": ("int4_g128", "per_tensor_static_mse", ("quarot",)),
+    "w4a8_quarot_gptq": ("int4_g128_gptq", "per_token_dynamic", ("quarot",)),
+    "w4a8_quarot_gptq_static": ("int4_g128_gptq", "per_tensor_static", ("quarot",)),
+    "w4a8_quarot_gptq_static_mse": ("int4_g128_gptq", "per_tensor_static_mse", ("quarot",)),
+    "w4a8_static_mse": ("int4_g128", "per_tensor_static_mse", ()),
+    "w4a8_spinquant": ("int4_g128_gptq", "per_token_dynamic", ("spinquant",)),
+    "w4a8_fptq_quarot": ("int4_g128", "fptq", ("quarot",)),
 }
 
 
