@@ -108,6 +108,48 @@ def sizes(config) -> Dict[str, int]:
     return out
 
 
+# ---- channels a norm erases ---------------------------------------------------------------------
+
+ERASED_TAU = 1e-3  # a gain at most this fraction of the norm's median |gain| erases its channel
+
+
+def erased_channels(model: nn.Module, arch, tau: float = ERASED_TAU) -> List[int]:
+    """Residual channels that some norm feeding linears (or the final norm) multiplies by ~0.
+
+    A model can park massive activations in such channels and rely on the zero gain to cancel them
+    before a linear reads them (Gemma-3-270m: pre_feedforward_layernorm's gain is exactly 0 on the
+    channels where its residual reaches 8.8e4 on the BOS token, 6e3 on others). Folded into the
+    weights, that zero is a zero column, which round-to-nearest keeps; after a rotation it is a
+    direction of a dense matrix, and any weight error leaks the massive activation back. Kept out
+    of R1, the channels stay erased exactly. Measured on Gemma-3-270m (WikiText-2, 2 windows of
+    512 after BOS; fp 44): R1 + W8 RTN 274, with these 3 channels kept 58; R1 + W4 RTN diverges
+    either way (another leak, open). SmolLM2-135M has 2 such channels (247, 507).
+    Data-free: read from the norms' gains."""
+    kind = arch.norm_groups()[0].kind
+    norms = [model.get_submodule(arch.final_norm)]
+    for block in model.get_submodule(arch.blocks):
+        norms += [block.get_submodule(g.source) for g in arch.norm_groups()]
+    out = set()
+    for norm in norms:
+        g = norm_gain(norm, kind).abs()
+        out |= set(torch.nonzero(g <= tau * g.median().clamp(min=1e-12)).flatten().tolist())
+    return sorted(out)
+
+
+def partial_rotation(n: int, keep: List[int], kind: str, fallback: str, seed: int, name: str):
+    """An (n, n) orthogonal op that leaves the channels `keep` alone and rotates the others: a
+    randomized Hadamard of their count if one is known, else a Haar-random orthogonal matrix (the
+    count is the model's, not the user's choice). Returns (op, construction)."""
+    rest = [c for c in range(n) if c not in set(keep)]
+    m = len(rest)
+    what = construction(m, kind, "random", name)
+    R = make_rotation(m, kind, "random", seed, name).matrix()
+    Q = torch.eye(n, dtype=torch.float64)
+    idx = torch.tensor(rest)
+    Q[idx.unsqueeze(1), idx.unsqueeze(0)] = R
+    return Orthogonal(Q), f"{what} on {m} + {len(keep)} erased channels kept"
+
+
 # ---- norm fusion and untying -------------------------------------------------------------------
 
 

@@ -23,8 +23,10 @@ from fptq.quant.rotation import (
     check_arch,
     construction,
     enable_qk_rotation,
+    erased_channels,
     fuse_norms,
     make_rotation,
+    partial_rotation,
     rotate_heads,
     rotate_residual,
     sizes,
@@ -40,6 +42,9 @@ class QuaRotSettings:
     r4: bool = True  # online Hadamard on down_proj's input
     fallback: str = "none"  # a size with no known Hadamard: none (refuse) | random (orthogonal)
     seed: int = 0  # the random signs of R1/R2 (and the fallback matrices)
+    # residual channels some norm erases (gain ~0) stay out of R1 (fptq.quant.rotation.erased_channels);
+    # off: QuaRot rotates every channel. On Gemma-3-270m it is what keeps W8 working (ppl 274 -> 58)
+    keep_erased: bool = False
 
     def __post_init__(self):
         one_of(self.r1, CONSTRUCTIONS, "quarot.r1")
@@ -118,7 +123,9 @@ class QuaRot(Transform):
         built = check_sizes(model.config, s.r1, s.r2, s.r3, s.r4, s.fallback, self.name)
         r1 = None
         if s.r1 != "none":
-            r1 = make_rotation(model.config.hidden_size, s.r1, s.fallback, s.seed, "quarot.r1")
+            r1, built["r1"] = residual_rotation(
+                model, arch, s.r1, s.fallback, s.seed, s.keep_erased, "quarot.r1"
+            )
         r2 = None
         if s.r2 != "none":
             hd, n = sizes(model.config)["head_dim"], len(model.get_submodule(arch.blocks))
@@ -136,6 +143,15 @@ def r4_op(name: str, in_features: int, r4: bool, fallback: str, seed: int, arch)
     if not r4 or arch is None or not name.endswith("." + arch.down_proj):
         return None
     return make_rotation(in_features, "hadamard", fallback, seed, f"r4.{name}", randomize=False)
+
+
+def residual_rotation(model, arch, kind: str, fallback: str, seed: int, keep_erased: bool, name: str):
+    """R1 as an op and what it was built as: over every channel, or over those no norm erases."""
+    n = model.config.hidden_size
+    keep = erased_channels(model, arch) if keep_erased else []
+    if keep:
+        return partial_rotation(n, keep, kind, fallback, seed, name)
+    return make_rotation(n, kind, fallback, seed, name), construction(n, kind, fallback, name)
 
 
 def qk_op(config, r3: bool, fallback: str, seed: int):

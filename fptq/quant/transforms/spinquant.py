@@ -35,8 +35,8 @@ from fptq.quant.kv import head_dim
 from fptq.quant.methods import TRANSFORMS, Needs, Transform, check, one_of
 from fptq.quant.online import Orthogonal
 from fptq.quant.primitives import fake_quant_act_per_token, fake_quant_weight
-from fptq.quant.rotation import FALLBACKS, check_arch, fuse_norms, make_rotation, untie
-from fptq.quant.transforms.quarot import check_kv, check_sizes, qk_op, r4_op, rotate
+from fptq.quant.rotation import FALLBACKS, check_arch, erased_channels, fuse_norms, make_rotation, untie
+from fptq.quant.transforms.quarot import check_kv, check_sizes, qk_op, r4_op, residual_rotation, rotate
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class SpinQuantSettings:
     r4: bool = True
     fallback: str = "none"
     seed: int = 0
+    keep_erased: bool = False  # channels a norm erases stay out of R1, also while learning it
 
     def __post_init__(self):
         check(self.steps >= 0, f"spinquant.steps must be >= 0, got {self.steps}")
@@ -181,11 +182,18 @@ class SpinQuant(Transform):
         if ctx.calib_ids is None:
             raise ValueError("spinquant learns its rotations on calibration rows; it needs calibration ids")
         built = check_sizes(model.config, "hadamard", "hadamard", s.r3, s.r4, s.fallback, self.name)
+        keep = erased_channels(model, arch) if s.keep_erased else []
+        r1_op, built["r1"] = residual_rotation(
+            model, arch, "hadamard", s.fallback, s.seed, s.keep_erased, "spinquant.r1"
+        )
         untied = untie(model)
         fuse_norms(model, arch)
         n_layers = len(model.get_submodule(arch.blocks))
         dev = next(model.parameters()).device
-        R1 = make_rotation(model.config.hidden_size, "hadamard", s.fallback, s.seed, "spinquant.r1").matrix()
+        R1 = r1_op.matrix()
+        mask = torch.ones_like(R1)  # the learned part: every channel but the erased ones
+        mask[keep, :] = 0
+        mask[:, keep] = 0
         R2 = [
             make_rotation(
                 head_dim(model.config), "hadamard", s.fallback, s.seed, f"spinquant.r2.{i}"
@@ -214,7 +222,8 @@ class SpinQuant(Transform):
                     params = [spin.R1, *(spin.R2 if s.learn_r2 else [])]
                     grads = torch.autograd.grad(loss, params)
                     with torch.no_grad():
-                        spin.R1 = cayley_step(spin.R1, grads[0], s.lr).requires_grad_(True)
+                        g1 = grads[0] * mask.to(grads[0].dtype)  # A stays zero on the kept channels
+                        spin.R1 = cayley_step(spin.R1, g1, s.lr).requires_grad_(True)
                         if s.learn_r2:
                             spin.R2 = [
                                 cayley_step(r, g, s.lr).requires_grad_(True)
