@@ -177,12 +177,31 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def smollm2_folder_cached(cache_dir: str) -> Optional[Path]:
-    """The converted SmolLM2 folder under cache_dir, if the GGUF was converted already."""
-    folder = Path(cache_dir).expanduser() / "models" / "smollm2-135m-instruct"
+def plain_model_from_gguf(gguf: Path):
+    """The fp32 model transformers dequantizes from a GGUF file. It comes flagged as quantized and
+    refuses save_pretrained: the weights are rebuilt into a plain model of the same class."""
+    from transformers import AutoModelForCausalLM
+
+    gmodel = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = gmodel.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(gmodel)(config)
+    model.load_state_dict(gmodel.state_dict())
+    return model
+
+
+def _converted(cache_dir: str, name: str) -> Optional[Path]:
+    """cache_dir/models/<name> if a GGUF was converted there already (weights and tokenizer)."""
+    folder = Path(cache_dir).expanduser() / "models" / name
     if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
         return folder
     return None
+
+
+def smollm2_folder_cached(cache_dir: str) -> Optional[Path]:
+    """The converted SmolLM2 folder under cache_dir, if the GGUF was converted already."""
+    return _converted(cache_dir, "smollm2-135m-instruct")
 
 
 def smollm2_folder(cache_dir: str) -> Path:
@@ -192,16 +211,10 @@ def smollm2_folder(cache_dir: str) -> Path:
         return folder
     gguf = smollm2_gguf_path()
     log.info("converting %s to an HF folder in %s (once, ~30 s)", gguf.name, folder)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    gmodel = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # The GGUF-loaded model is flagged as quantized and refuses save_pretrained: rebuild a plain one.
-    config = gmodel.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = type(gmodel)(config)
-    model.load_state_dict(gmodel.state_dict())
+    model = plain_model_from_gguf(gguf)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
@@ -251,10 +264,8 @@ def gemma3_gguf_parts():
 
 
 def gemma3_folder_cached(cache_dir: str) -> Optional[Path]:
-    folder = Path(cache_dir).expanduser() / "models" / "gemma-3-270m"
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
-        return folder
-    return None
+    """The converted Gemma-3-270m folder under cache_dir, if it was converted already."""
+    return _converted(cache_dir, "gemma-3-270m")
 
 
 def gemma3_folder(cache_dir: str) -> Path:
@@ -282,14 +293,7 @@ def gemma3_folder(cache_dir: str) -> Path:
                 f"{GEMMA3_GGUF}: sha256 {digest.hexdigest()} != {GEMMA3_SHA256}; reinstall: {GEMMA3_INSTALL}"
             )
         log.info("converting %s to an HF folder in %s (once)", GEMMA3_GGUF, folder)
-        from transformers import AutoModelForCausalLM
-
-        gmodel = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=GEMMA3_GGUF, dtype=torch.float32)
-        config = gmodel.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config  # dequantized already; a quantized flag refuses to save
-        model = type(gmodel)(config)
-        model.load_state_dict(gmodel.state_dict())
+        model = plain_model_from_gguf(gguf)
         out = tmp / "hf"
         model.save_pretrained(out)
         _save_gemma3_tokenizer(gguf, out)

@@ -93,34 +93,40 @@ def rotate(model, arch, r1_op, r2_ops, r3_op) -> Dict[str, Any]:
     return info
 
 
-@TRANSFORMS.register
-class QuaRot(Transform):
-    name = "quarot"
-    kind = "model"
-    Settings = QuaRotSettings
+class RotationTransform(Transform):
+    """What QuaRot and SpinQuant share: a whole-model rewrite, R4 online, R3 against pre-RoPE KV,
+    the architecture and size checks. `rotations(settings)` -> (r1, r2) constructions."""
 
-    def needs(self, settings: QuaRotSettings) -> Needs:
+    kind = "model"
+
+    def rotations(self, settings) -> tuple:
+        return settings.r1, settings.r2
+
+    def needs(self, settings) -> Needs:
         return Needs(whole_model=True, online=settings.r4)
 
-    def check_scheme(self, settings: QuaRotSettings, scheme) -> None:
+    def check_scheme(self, settings, scheme) -> None:
         check_kv(settings.r3, scheme, self.name)
 
-    def check_model(self, config, arch, settings: QuaRotSettings) -> None:
-        check_arch(
-            arch,
-            config,
-            r1=settings.r1 != "none",
-            r2=settings.r2 != "none",
-            r3=settings.r3,
-            r4=settings.r4,
-            what=self.name,
-        )
+    def check_model(self, config, arch, settings) -> Dict[str, str]:
+        """Refuse what the model cannot take; returns what each rotation gets (check_sizes)."""
+        r1, r2 = self.rotations(settings)
         s = settings
-        check_sizes(config, s.r1, s.r2, s.r3, s.r4, s.fallback, self.name)
+        check_arch(arch, config, r1=r1 != "none", r2=r2 != "none", r3=s.r3, r4=s.r4, what=self.name)
+        return check_sizes(config, r1, r2, s.r3, s.r4, s.fallback, self.name)
+
+    def online_op(self, name: str, in_features: int, settings, seed: int, arch=None):
+        return r4_op(name, in_features, settings.r4, settings.fallback, settings.seed, arch)
+
+
+@TRANSFORMS.register
+class QuaRot(RotationTransform):
+    name = "quarot"
+    Settings = QuaRotSettings
 
     def apply_model(self, model, arch, settings: QuaRotSettings, ctx) -> Dict[str, Any]:
         s = settings
-        built = check_sizes(model.config, s.r1, s.r2, s.r3, s.r4, s.fallback, self.name)
+        built = self.check_model(model.config, arch, s)
         r1 = None
         if s.r1 != "none":
             r1, built["r1"] = residual_rotation(
@@ -132,9 +138,6 @@ class QuaRot(Transform):
             r2 = [make_rotation(hd, s.r2, s.fallback, s.seed, f"quarot.r2.{i}") for i in range(n)]
         r3 = qk_op(model.config, s.r3, s.fallback, s.seed)
         return {**built, **rotate(model, arch, r1, r2, r3)}
-
-    def online_op(self, name: str, in_features: int, settings: QuaRotSettings, seed: int, arch=None):
-        return r4_op(name, in_features, settings.r4, settings.fallback, settings.seed, arch)
 
 
 def r4_op(name: str, in_features: int, r4: bool, fallback: str, seed: int, arch):

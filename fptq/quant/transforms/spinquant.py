@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from fptq.quant.hadamard import fwht
 from fptq.quant.kv import head_dim
-from fptq.quant.methods import TRANSFORMS, Needs, Transform, check, one_of
+from fptq.quant.methods import TRANSFORMS, check, one_of
 from fptq.quant.online import Orthogonal
 from fptq.quant.primitives import fake_quant_act_per_token, fake_quant_weight
-from fptq.quant.rotation import FALLBACKS, check_arch, erased_channels, fuse_norms, make_rotation, untie
-from fptq.quant.transforms.quarot import check_kv, check_sizes, qk_op, r4_op, residual_rotation, rotate
+from fptq.quant.rotation import FALLBACKS, erased_channels, fuse_norms, make_rotation, untie
+from fptq.quant.transforms.quarot import RotationTransform, qk_op, residual_rotation, rotate
 
 
 @dataclass(frozen=True)
@@ -162,26 +162,18 @@ def _loss(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @TRANSFORMS.register
-class SpinQuant(Transform):
+class SpinQuant(RotationTransform):
     name = "spinquant"
-    kind = "model"
     Settings = SpinQuantSettings
 
-    def needs(self, settings: SpinQuantSettings) -> Needs:
-        return Needs(whole_model=True, online=settings.r4, sample_rows=False)
-
-    def check_scheme(self, settings: SpinQuantSettings, scheme) -> None:
-        check_kv(settings.r3, scheme, self.name)
-
-    def check_model(self, config, arch, settings: SpinQuantSettings) -> None:
-        check_arch(arch, config, r1=True, r2=True, r3=settings.r3, r4=settings.r4, what=self.name)
-        check_sizes(config, "hadamard", "hadamard", settings.r3, settings.r4, settings.fallback, self.name)
+    def rotations(self, settings: SpinQuantSettings) -> tuple:
+        return "hadamard", "hadamard"  # learned from Hadamards; R3/R4 stay fixed ones
 
     def apply_model(self, model, arch, settings: SpinQuantSettings, ctx) -> Dict[str, Any]:
         s = settings
         if ctx.calib_ids is None:
             raise ValueError("spinquant learns its rotations on calibration rows; it needs calibration ids")
-        built = check_sizes(model.config, "hadamard", "hadamard", s.r3, s.r4, s.fallback, self.name)
+        built = self.check_model(model.config, arch, s)
         keep = erased_channels(model, arch) if s.keep_erased else []
         r1_op, built["r1"] = residual_rotation(
             model, arch, "hadamard", s.fallback, s.seed, s.keep_erased, "spinquant.r1"
@@ -259,6 +251,3 @@ class SpinQuant(Transform):
             "train_seconds": seconds,
             "r1_orthogonality_error": orth.item(),
         }
-
-    def online_op(self, name: str, in_features: int, settings: SpinQuantSettings, seed: int, arch=None):
-        return r4_op(name, in_features, settings.r4, settings.fallback, settings.seed, arch)
