@@ -59,6 +59,8 @@ METHODS = {
     "w4a8_spinquant": "SpinQuant W4A8 (GPTQ)",
     "w4a8_fptq_quarot": "FPTQ W4A8 after QuaRot",
     "w4a8_static_mse": "static W4A8 (MSE range)",
+    "w4a8kv4_qoq": "QoQ W4A8KV4",
+    "w4a8_qoq": "QoQ W4A8 (float KV)",
 }
 TASK_NAMES = {
     "piqa": "PIQA",

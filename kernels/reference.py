@@ -23,6 +23,14 @@ tensors) and written as-is into saved checkpoints (`fptq.models.checkpoint`):
 `group_size` is the resolved group size along K: group_size == K is per output channel. A ragged
 last group (K not a multiple of group_size) is shorter.
 
+Format "qoq" (QServe's progressive group quantization, Lin et al. 2024, arXiv 2405.04532, Sec. 4.1):
+the same codes and zeros (4-bit, asymmetric, centred), but the group scales are small integers
+(int8, 1..16) and a float scale per output channel (`channel_scale`, (N,) float32) comes on top.
+The int4 -> int8 step is integer only: w8 = (q - z) * s_g lies in [-127, 127] (the first level is
+per-channel int8 inside the protective range [-119, 119], so a group's rounding cannot overflow),
+and the GEMM is a per-channel int8 GEMM with s_x * s_channel in its epilogue. Dequantized weight:
+channel_scale * (q - z) * s_g.
+
 The activation quantizer's reference is `fptq.quant.primitives.quantize_act_per_token` (the kernels
 round half to even, as it does); this package imports nothing from the rest of fptq.
 """
@@ -58,6 +66,14 @@ class PackedWeight:
     group_size: int  # columns of K per scale; == in_features: per output channel
     in_features: int
     out_features: int
+    # format "qoq": (N,) float32 per-channel scale over integer group scales (`scale` int8)
+    channel_scale: Optional[torch.Tensor] = None
+
+    @property
+    def format(self) -> str:
+        """ "int": float group scales (every scheme but QoQ); "qoq": integer group scales under a
+        float per-channel scale."""
+        return "int" if self.channel_scale is None else "qoq"
 
     @property
     def per_channel(self) -> bool:
@@ -113,15 +129,25 @@ def pack_weight(
     *,
     scale_dtype: Optional[torch.dtype] = None,
     float_zero: bool = False,
+    channel_scale: Optional[torch.Tensor] = None,
 ) -> PackedWeight:
     """From the quantizer's output: q (N, K) codes, scale/zero (N, n_groups); group_size in [1, K].
 
     scale_dtype: the stored scales' dtype (default float32). float_zero: keep the zero points as
-    floats (scale_dtype) instead of integers.
+    floats (scale_dtype) instead of integers. channel_scale (N,): the "qoq" format, whose group
+    scales are integers (stored int8) under this float per-channel scale.
     """
     N, K = q.shape
     if not 1 <= group_size <= K:
         raise ValueError(f"group_size must be in [1, K={K}], got {group_size}")
+    if channel_scale is not None:
+        check_qoq(q, scale, zero, bits)
+        z = (torch.round(zero.T.float()) - code_offset(bits, False)).to(torch.int8).contiguous()
+        centred = (q.to(torch.int32) - code_offset(bits, False)).to(torch.int8)
+        s = scale.T.round().to(torch.int8).contiguous()
+        return PackedWeight(
+            pack_int4(centred), s, z, bits, group_size, K, N, channel_scale.float().contiguous()
+        )
     symmetric = zero is None
     off = code_offset(bits, symmetric)
     centred = (q.to(torch.int32) - off).to(torch.int8)
@@ -132,6 +158,34 @@ def pack_weight(
         zt = zero.T.contiguous()
         z = (zt.to(sdt) - off) if float_zero else (torch.round(zt.float()) - off).to(torch.int8)
     return PackedWeight(data, scale.T.contiguous().to(sdt), z, bits, group_size, K, N)
+
+
+QOQ_BITS = 4
+QOQ_MAX_GROUP_SCALE = 16  # ceil(238 / 15): the widest group of the protective range [-119, 119]
+
+
+def check_qoq(q: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int) -> None:
+    """The "qoq" format holds 4-bit asymmetric codes with integer group scales in [1, 16]."""
+    if bits != QOQ_BITS or zero is None:
+        raise ValueError(
+            f"the qoq format holds 4-bit asymmetric codes, got bits={bits}, zero={zero is not None}"
+        )
+    if scale.is_floating_point() and not torch.equal(scale, scale.round()):
+        raise ValueError("the qoq format's group scales are integers")
+    if scale.min() < 1 or scale.max() > QOQ_MAX_GROUP_SCALE:
+        raise ValueError(f"the qoq format's group scales lie in [1, {QOQ_MAX_GROUP_SCALE}]")
+
+
+def int8_weight(w: PackedWeight) -> torch.Tensor:
+    """The "qoq" format's integer int4 -> int8 step: (N, K) int8 w8 = (q - z) * s_g (no float)."""
+    if w.format != "qoq":
+        raise ValueError("int8_weight reads the qoq format")
+    q = weight_codes(w).to(torch.int16)
+    idx = group_index(w)
+    w8 = (q - w.zero.to(torch.int16)[idx].T) * w.scale.to(torch.int16)[idx].T
+    if w8.numel() and (w8.min() < -128 or w8.max() > 127):
+        raise ValueError("qoq weight overflows int8: the first level left the protective range")
+    return w8.to(torch.int8)
 
 
 def weight_codes(w: PackedWeight) -> torch.Tensor:
@@ -148,6 +202,9 @@ def group_index(w: PackedWeight) -> torch.Tensor:
 def dequantize_packed(w: PackedWeight, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """(N, K) float weight (q - z) * s, computed in the scales' dtype, returned in `dtype`.
     Whole groups broadcast their scale over a (N, n_groups, group) view (no expanded copy)."""
+    if w.format == "qoq":
+        W = int8_weight(w).to(torch.float32) * w.channel_scale[:, None]
+        return W if dtype is None else W.to(dtype)
     q = weight_codes(w)
     sdt = w.scale.dtype
     N, K, g = w.out_features, w.in_features, w.group_size
@@ -177,6 +234,11 @@ def gemm_ref(
     a_q: torch.Tensor, a_scale: torch.Tensor, w: PackedWeight, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """Dequantized output in float32: (a_q * a_scale) @ dequant(W)^T (+ bias)."""
+    if w.format == "qoq":
+        out = (a_q.double() * a_scale.double()[:, None]) @ (
+            int8_weight(w).double() * w.channel_scale.double()[:, None]
+        ).T
+        return (out if bias is None else out + bias.double()).float()
     q = weight_codes(w).double()
     idx = group_index(w)
     s = w.scale.double()[idx].T  # (N, K)
@@ -194,7 +256,12 @@ def gemm_int_ref(
     """The integer pipeline of a W4A8 GEMM, in the offset form that also runs float zero points:
     per group g, an exact integer dot D_g = sum_k a_q[m, k] q[n, k] and the row sum R_g = sum_k a_q[m, k];
     y = s_x[m] sum_g (s_g[n] D_g + m_g[n] R_g), with the offset m_g = -s_g z_g (a weight value is
-    s q + m). Integer and float zero points take the same path; float32 out."""
+    s q + m). Integer and float zero points take the same path; float32 out. The qoq format is a
+    per-channel int8 GEMM: y = s_x[m] s_channel[n] sum_k a_q[m, k] w8[n, k] (w8 = (q - z) s_g, integer)."""
+    if w.format == "qoq":
+        acc = a_q.to(torch.int64) @ int8_weight(w).to(torch.int64).T  # exact
+        out = acc.double() * w.channel_scale.double()[None, :] * a_scale.double().reshape(-1, 1)
+        return (out if bias is None else out + bias.double()).float()
     q = weight_codes(w).to(torch.int64)
     a = a_q.to(torch.int64)
     out = torch.zeros(a.shape[0], w.out_features, dtype=torch.float64, device=a.device)

@@ -63,6 +63,11 @@ class ArchSpec:
     o_proj: str = "self_attn.o_proj"
     down_proj: str = "mlp.down_proj"
     post_norms: Tuple[Tuple[str, str], ...] = ()  # (writer linear, the norm applied to its output)
+    # queries' projection (SmoothAttention scales its rows), and per-head q/k norms applied before
+    # RoPE where the family has them (Qwen3, Gemma-3): (q_norm, k_norm), their gains shared by heads
+    q_proj: str = "self_attn.q_proj"
+    qk_norms: Tuple[str, ...] = ()
+    rope: bool = True  # keys are rotated by RoPE (SmoothAttention keeps its scale per rotary pair)
 
     def can_fold(self, config) -> bool:
         return all(getattr(config, k, v) == v for k, v in self.fold_requires)
@@ -96,8 +101,9 @@ _ATTN_MLP = (
 )
 
 
-def _llama_like(norm_kind: str) -> ArchSpec:
+def _llama_like(norm_kind: str, qk_norms: Tuple[str, ...] = ()) -> ArchSpec:
     return ArchSpec(
+        qk_norms=qk_norms,
         blocks="model.layers",
         groups=(
             FoldGroup(
@@ -113,11 +119,12 @@ def _llama_like(norm_kind: str) -> ArchSpec:
     )
 
 
-def _gemma2_like() -> ArchSpec:
+def _gemma2_like(qk_norms: Tuple[str, ...] = ()) -> ArchSpec:
     """Gemma-2/3: four norms with (1 + w) weights; pre_feedforward_layernorm feeds gate/up, while
     post_attention_layernorm and post_feedforward_layernorm normalise block outputs (no linear).
     Attention and final-logit soft-capping are left as they are."""
     return ArchSpec(
+        qk_norms=qk_norms,
         blocks="model.layers",
         groups=(
             FoldGroup(
@@ -163,6 +170,7 @@ _OPT = ArchSpec(
     fold_requires=(("do_layer_norm_before", True),),
     final_norm="model.decoder.final_layer_norm",
     embed="model.decoder.embed_tokens",
+    rope=False,
     o_proj="self_attn.out_proj",
     down_proj="fc2",
     sequential=(
@@ -183,6 +191,8 @@ _BLOOM = ArchSpec(
     fold_requires=(("apply_residual_connection_post_layernorm", False),),
     final_norm="transformer.ln_f",
     embed="transformer.word_embeddings",
+    rope=False,
+    q_proj="",
     o_proj="self_attention.dense",
     down_proj="mlp.dense_4h_to_h",
     sequential=(
@@ -197,10 +207,10 @@ ARCHS: Dict[str, ArchSpec] = {
     "LlamaForCausalLM": _llama_like("rmsnorm"),
     "MistralForCausalLM": _llama_like("rmsnorm"),
     "Qwen2ForCausalLM": _llama_like("rmsnorm"),
-    "Qwen3ForCausalLM": _llama_like("rmsnorm"),
+    "Qwen3ForCausalLM": _llama_like("rmsnorm", ("self_attn.q_norm", "self_attn.k_norm")),
     "GemmaForCausalLM": _llama_like("gemma_rmsnorm"),
     "Gemma2ForCausalLM": _gemma2_like(),
-    "Gemma3ForCausalLM": _gemma2_like(),
+    "Gemma3ForCausalLM": _gemma2_like(("self_attn.q_norm", "self_attn.k_norm")),
     "Phi3ForCausalLM": _PHI3,
     "OPTForCausalLM": _OPT,
     "BloomForCausalLM": _BLOOM,

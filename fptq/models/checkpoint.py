@@ -36,7 +36,7 @@ from fptq.models.onload import (
     retie,
     tied_aliases,
 )
-from fptq.quant.kv import add_kv_quant, use_post_rope_attention
+from fptq.quant.kv import KVQuant, add_kv_quant, use_post_rope_attention
 from fptq.quant.qlinear import QuantLinear
 from fptq.quant.rotation import ModelRotations
 
@@ -74,6 +74,7 @@ def quantization_config(model: nn.Module, scheme, base_model: Optional[Dict[str,
         "base_model": base_model or {},
         "kv_bits": scheme.kv.bits,
         "kv_position": scheme.kv.position,
+        "kv": scheme.kv.quant.to_config() if scheme.kv.bits else None,
         "layers": layers,
         # structural rotations (fptq.quant.rotation): post-norm wrappers, R3 in the attention call
         "rotations": ModelRotations.of(model).to_config(),
@@ -287,6 +288,11 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
         if position == "post_rope":
             use_post_rope_attention(model)
         for block in model.get_submodule(arch.blocks):
-            add_kv_quant(block, arch, model.config, qc["kv_bits"], position)
+            add_kv_quant(
+                block,
+                arch,
+                model.config,
+                KVQuant(**(qc.get("kv") or {"bits": qc["kv_bits"], "position": position})),
+            )
     model.eval()
     return model

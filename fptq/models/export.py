@@ -111,7 +111,11 @@ def _dense_module(ql: QuantLinear, scheme, dtype) -> nn.Linear:
         lin.bias = nn.Parameter(ql.bias.to(dtype), requires_grad=False)
     initialize_module_for_quantization(lin, scheme, force_zero_point=False)
     with torch.no_grad():
-        lin.weight_scale.data = ql.w_scale.T.contiguous().to(lin.weight_scale.dtype)
+        if ql.weight_format == "qoq":  # integer group scales under a channel scale: their product
+            scale = ql.w_scale.T.float() * ql.w_channel_scale[:, None]
+        else:
+            scale = ql.w_scale.T
+        lin.weight_scale.data = scale.contiguous().to(lin.weight_scale.dtype)
         if ql.w_zero is not None:
             lin.weight_zero_point.data = _ct_zero(ql)
         if ql.act_mode == ActQuant.STATIC:
@@ -196,6 +200,7 @@ def export_compressed_tensors(
         raise
     cfg = json.loads((folder / CONFIG_NAME).read_text())
     ops = _write_input_transforms(folder, layers)
+    _write_weight_formats(folder, layers)
     return {
         "input_transforms": ops,
         "path": str(folder),
@@ -236,6 +241,23 @@ def _write_input_transforms(folder: Path, layers: Dict[str, QuantLinear]) -> int
     cfg["quantization_config"][INPUT_TRANSFORMS] = {n: op.to_config() for n, op in ops.items()}
     cfg_file.write_text(json.dumps(cfg, indent=2))
     return len(ops)
+
+
+WEIGHT_FORMATS = "fptq_weight_formats"  # config.json key: layers stored in a format other than "int"
+
+
+def _write_weight_formats(folder: Path, layers: Dict[str, QuantLinear]) -> int:
+    """Tag the layers whose fptq format is not the plain one. A "qoq" layer (QServe's progressive
+    group quantization) is exported as standard asymmetric int4 groups whose float scale is the
+    product s_channel * s_group; the tag says the scales factor into an int8 per-group scale and a
+    float per-channel one, so a consumer with a QoQ kernel can run the integer int4 -> int8 path."""
+    tagged = {n: m.weight_format for n, m in layers.items() if m.weight_format != "int"}
+    if tagged:
+        cfg_file = folder / CONFIG_NAME
+        cfg = json.loads(cfg_file.read_text())
+        cfg["quantization_config"][WEIGHT_FORMATS] = tagged
+        cfg_file.write_text(json.dumps(cfg, indent=2))
+    return len(tagged)
 
 
 class _WithInput(nn.Module):

@@ -91,10 +91,17 @@ class Method:
 
 
 class WeightMethod(Method):
-    """quantize(W (out, in), layout, WeightSpec, stats or None, layer name) -> (codes, scale, zero)."""
+    """quantize(W (out, in), layout, WeightSpec, stats or None, layer name) -> (codes, scale, zero),
+    or, for a method whose `format` is "qoq", (codes, integer group scales, zero, channel scale).
+    `check_spec(spec)` refuses, at compose time, grid settings the method cannot express."""
+
+    format: str = "int"  # the packed format its codes are stored in (fptq.kernels.reference)
 
     def quantize(self, W: torch.Tensor, layout: GroupLayout, spec: Any, stats: Any, name: str):
         raise NotImplementedError
+
+    def check_spec(self, spec: Any) -> None:
+        """Raise ValueError if the weight spec's grid cannot be expressed by this method."""
 
 
 class ActStrategy(Method):

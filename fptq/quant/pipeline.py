@@ -175,7 +175,7 @@ def quantize_model(
         for h in hooks:  # the float linears are replaced; their QuantLinears carry the ops
             h.remove()
         if scheme.kv.bits:
-            add_kv_quant(block, arch, model.config, scheme.kv.bits, scheme.kv.position)
+            add_kv_quant(block, arch, model.config, scheme.kv.quant)
         del stats, linears
         if calibrate:
             batches = float_out if float_out is not None else run_block(block, batches)
@@ -302,7 +302,7 @@ def _quantize_linear(
     layout, wsqnr = None, float("inf")
     if w is not None:
         layout = w.layout(W.shape[1], name)
-        q, sc, z = w.method.quantize(W, layout, w, st, name)
+        q, sc, z, *channel = w.method.quantize(W, layout, w, st, name)  # qoq: + a channel scale
         sdt = torch.float32 if w.scale_dtype == "float32" else W.dtype
         ql = QuantLinear.from_codes(
             q,
@@ -315,6 +315,7 @@ def _quantize_linear(
             scale_dtype=sdt,
             float_zero=w.grid.float_zero,
             input_transform=op,
+            channel_scale=channel[0] if channel else None,
             **act,
         )
         wsqnr = sqnr_db(W.float(), ql.dequantized_weight(torch.float32))

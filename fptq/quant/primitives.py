@@ -202,6 +202,17 @@ def fake_quant_act_per_token(x: torch.Tensor, bits: int = 8, scale_rule: str = "
     return (q * s).to(x.dtype)
 
 
+def fake_quant_act_per_token_asym(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Asymmetric per-token (last dim) fake quantization: codes 0..2^b - 1 over [min, max] of each
+    token, an integer zero point (QServe's KV4 quantizer, per head)."""
+    xf = x.float()
+    lo, hi = xf.amin(-1, keepdim=True).clamp(max=0), xf.amax(-1, keepdim=True).clamp(min=0)
+    scale = ((hi - lo) / (2**bits - 1)).clamp(min=EPS)
+    zero = torch.round(-lo / scale)
+    q = torch.clamp(torch.round(xf / scale) + zero, 0, 2**bits - 1)
+    return ((q - zero) * scale).to(x.dtype)
+
+
 def fake_quant_act_per_tensor(x: torch.Tensor, scale: torch.Tensor, bits: int = 8) -> torch.Tensor:
     return (quantize(x.float(), scale, None, bits, True) * scale).to(x.dtype)
 

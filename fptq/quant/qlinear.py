@@ -38,6 +38,7 @@ from fptq.quant.online import OnlineOp, op_from_config
 from fptq.quant.primitives import fake_quant_act_per_tensor, fake_quant_act_per_token
 
 BACKENDS = ("reference", "triton")
+WEIGHT_FORMATS = ("int", "qoq")
 KERNEL_W_BITS = (4, 8)
 FLOAT_BITS = 16  # w_bits of a layer whose weight stays float
 
@@ -65,6 +66,7 @@ class QuantLinear(nn.Module):
         act_bits: int = 8,
         act_rule: str = "max",  # the activation quantizer's symmetric scale rule (fptq.quant.primitives)
         input_transform: Optional[OnlineOp] = None,  # applied to the input before it is quantized
+        weight_format: str = "int",  # the packed format's variant: int | qoq (fptq.kernels.reference)
         device=None,
     ):
         super().__init__()
@@ -73,11 +75,24 @@ class QuantLinear(nn.Module):
         self.input_transform = input_transform
         self.w_bits = w_bits
         self.act_mode, self.act_bits, self.act_rule = ActQuant(act_mode), act_bits, act_rule
+        if weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {weight_format!r}")
+        self.weight_format = weight_format
         kw = dict(device=device)
         if w_bits == FLOAT_BITS:
             self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype, **kw), False)
             self.qweight = self.w_scale = self.w_zero = None
-        else:
+        elif weight_format == "qoq":  # int8 group scales and zeros under a float32 per-channel scale
+            self.weight = None
+            ng = self.layout.n_groups
+            rows, cols = packed_shape(out_features, in_features, w_bits)
+            self.register_buffer("qweight", torch.zeros(rows, cols, dtype=torch.int8, **kw))
+            self.register_buffer("w_scale", torch.ones(ng, out_features, dtype=torch.int8, **kw))
+            self.register_buffer("w_zero", torch.zeros(ng, out_features, dtype=torch.int8, **kw))
+            self.register_buffer("w_channel_scale", torch.ones(out_features, dtype=torch.float32, **kw))
+        if weight_format != "qoq":
+            self.register_buffer("w_channel_scale", None)
+        if w_bits != FLOAT_BITS and weight_format != "qoq":
             storage_bits(w_bits)  # validates the range
             self.weight = None
             ng = self.layout.n_groups
@@ -112,6 +127,7 @@ class QuantLinear(nn.Module):
         act_rule: str = "max",
         act_scale: Optional[torch.Tensor] = None,
         input_transform: Optional[OnlineOp] = None,
+        channel_scale: Optional[torch.Tensor] = None,  # (out,): the qoq format (integer group scales)
     ) -> "QuantLinear":
         out_f, in_f = q.shape
         gs = group_size or in_f
@@ -130,10 +146,13 @@ class QuantLinear(nn.Module):
             act_bits=act_bits,
             act_rule=act_rule,
             input_transform=input_transform,
+            weight_format="int" if channel_scale is None else "qoq",
             device="meta",
         )
-        p = pack_weight(q, scale, zero, bits, gs, scale_dtype=sdt, float_zero=float_zero)
-        ql.qweight, ql.w_scale, ql.w_zero = p.data, p.scale, p.zero
+        p = pack_weight(
+            q, scale, zero, bits, gs, scale_dtype=sdt, float_zero=float_zero, channel_scale=channel_scale
+        )
+        ql.qweight, ql.w_scale, ql.w_zero, ql.w_channel_scale = p.data, p.scale, p.zero, p.channel_scale
         ql._set_common(bias, act_scale, dtype)
         return ql
 
@@ -200,6 +219,7 @@ class QuantLinear(nn.Module):
             self.group_size,
             self.in_features,
             self.out_features,
+            self.w_channel_scale,
         )
 
     @property
@@ -233,6 +253,7 @@ class QuantLinear(nn.Module):
             "act_scale": None if self.act_scale is None else float(self.act_scale),
             "bias": self.bias is not None,
             "input_transform": None if self.input_transform is None else self.input_transform.to_config(),
+            "format": self.weight_format,
         }
 
     @classmethod
@@ -253,6 +274,7 @@ class QuantLinear(nn.Module):
             act_bits=cfg["act_bits"],
             act_rule=cfg["act_rule"],
             input_transform=None if op is None else op_from_config(op, cfg["in_features"], device),
+            weight_format=cfg.get("format", "int"),
             device=device,
         )
 
@@ -332,6 +354,8 @@ def kernel_constraint_errors(
 
 def kernel_support_error(layer: QuantLinear) -> Optional[str]:
     """Why the triton kernels cannot run this layer, or None if they can."""
+    if layer.weight_format == "qoq":
+        return "the qoq weight format (integer group scales) runs on backend=reference only for now"
     errors = kernel_constraint_errors(
         layer.w_bits if layer.is_packed else 16,
         None if layer.act_mode == ActQuant.NONE else layer.act_bits,

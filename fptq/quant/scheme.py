@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from fptq.quant.granularity import GroupLayout, check_group_size, is_per_channel, resolve
-from fptq.quant.kv import KV_POSITIONS
+from fptq.quant.kv import KV_POSITIONS, KVQuant
 from fptq.quant.methods import (
     ACT_STRATEGIES,
     TRANSFORMS,
@@ -58,6 +58,7 @@ class WeightSpec:
         one_of(self.algo, WEIGHT_METHODS.names(), "weight.algo")
         object.__setattr__(self, "settings", self.method.settings(self.settings))
         one_of(self.scale_dtype, SCALE_DTYPES, "weight.scale_dtype")
+        self.method.check_spec(self)
         one_of(self.scale_rule, SCALE_RULES, "weight.scale_rule")
         one_of(self.zero_point, ZERO_POINTS, "weight.zero_point")
         check(
@@ -175,17 +176,35 @@ class ActSpec:
 
 @dataclass(frozen=True)
 class KVSpec:
-    """KV-cache fake quantization (off when bits == 0): symmetric, per head and per token."""
+    """KV-cache fake quantization (off when bits == 0): per head and per token, symmetric or not;
+    the first `keep_first` positions at `keep_bits` (prompt-KV precision; `fptq.quant.kv`)."""
 
     bits: int = 0
     granularity: str = "per_head_token"
     # pre_rope: the k/v projections' outputs; post_rope: K after RoPE, as a serving engine caches it
     position: str = "pre_rope"
+    symmetric: bool = True  # false: min/max per (token, head) with a zero point (QServe's KV4)
+    keep_first: int = 0  # leading positions of every sequence kept at keep_bits (BiSup's prompt KV)
+    keep_bits: int = 16  # 16: float; 8
 
     def __post_init__(self):
         check(self.bits in (0, 4, 8), f"kv.bits must be 0 (off), 4 or 8, got {self.bits}")
         one_of(self.position, KV_POSITIONS, "kv.position")
         one_of(self.granularity, KV_GRANULARITIES, "kv.granularity")
+        check(self.keep_first >= 0, f"kv.keep_first must be >= 0, got {self.keep_first}")
+        check(self.keep_bits in (8, 16), f"kv.keep_bits must be 8 or 16 (float), got {self.keep_bits}")
+        check(
+            self.keep_first == 0 or self.bits > 0,
+            "kv.keep_first keeps leading positions above kv.bits; it needs kv.bits=4 or 8",
+        )
+        check(
+            self.keep_first == 0 or self.keep_bits > self.bits,
+            f"kv.keep_bits={self.keep_bits} must be above kv.bits={self.bits} (the kept positions are the precise ones)",
+        )
+
+    @property
+    def quant(self) -> KVQuant:
+        return KVQuant(self.bits, self.position, self.symmetric, self.keep_first, self.keep_bits)
 
 
 def _used(d) -> Tuple[str, ...]:

@@ -31,6 +31,7 @@ def baseline_key(spec: RunSpec, dataset: str, ids: torch.Tensor) -> str:
             "tokens": tokens_digest(ids),
             "seqlen": spec.eval.seqlen,
             "max_windows": spec.eval.windows_for(dataset),
+            **({"prompt": spec.eval.prompt} if spec.eval.prompt else {}),  # absent: keys unchanged
         }
     )
 

@@ -78,11 +78,25 @@ def from_checkpoint(spec: RunSpec) -> Tuple[RunSpec, Optional[ModelSpec]]:
     return spec, base_spec
 
 
+def prompt_ids(spec: RunSpec, tok) -> Optional[torch.Tensor]:
+    """eval.prompt as token ids (no special tokens), or None."""
+    if not spec.eval.prompt:
+        return None
+    return torch.tensor(tok(spec.eval.prompt, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
 def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> Dict[str, Any]:
     e = spec.eval
     bos = tok.bos_token_id if spec.model.add_bos else None
     return perplexity(
-        model, streams[dataset], e.seqlen, e.windows_for(dataset), bos, e.progress, desc=f"{tag} {dataset}"
+        model,
+        streams[dataset],
+        e.seqlen,
+        e.windows_for(dataset),
+        bos,
+        e.progress,
+        desc=f"{tag} {dataset}",
+        prefix_ids=prompt_ids(spec, tok),
     ).as_dict()
 
 
@@ -127,6 +141,7 @@ def _fp_ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, device) -
         bos,
         e.progress,
         desc=f"fp {dataset}",
+        prefix_ids=prompt_ids(spec, tok),
     ).as_dict()
 
 

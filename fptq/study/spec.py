@@ -24,6 +24,9 @@ class EvalSpec:
     max_windows: Optional[int] = 8  # None: the whole test set (WikiText-2: 148 windows of 2048)
     # per-set window counts that replace max_windows for that set, e.g. {c4: 10}
     windows: Dict[str, Optional[int]] = field(default_factory=dict)
+    # a fixed prompt before every perplexity window (after the BOS), context only, never scored:
+    # prompt-led windows (a shared system prompt), e.g. for quant.kv.keep_first
+    prompt: Optional[str] = None
     baseline: bool = True  # also report the unquantized model (cached per model and protocol)
     progress: bool = True
     # lm-eval tasks: lambada_openai, piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq,
@@ -125,6 +128,11 @@ class RunSpec:
             )
         if self.save.dir is not None and self.quant.is_float:
             raise ValueError("save.dir is set but quant=fp: there is no quantized model to save")
+        if self.quant.kv.keep_first >= self.eval.seqlen:
+            raise ValueError(
+                f"quant.kv.keep_first={self.quant.kv.keep_first} keeps the whole window of eval.seqlen="
+                f"{self.eval.seqlen} (nothing left at kv.bits); keep fewer positions than the window"
+            )
         if self.save.dir is not None and self.model.source == "quantized":
             raise ValueError(
                 "save.dir is set but the model is already a saved checkpoint (model.source=quantized)"

@@ -92,9 +92,17 @@ toy_threshold: {v: 10.0}
 
 
 def test_registries_hold_the_builtin_methods():
-    assert WEIGHT_METHODS.names() == ["awq", "gptq", "rtn"]
+    assert WEIGHT_METHODS.names() == ["awq", "gptq", "qoq", "rtn"]
     assert ACT_STRATEGIES.names() == ["auto", "fptq", "lae_static", "per_tensor_static", "per_token_dynamic"]
-    assert TRANSFORMS.names() == ["awq", "lae", "online_rotation", "quarot", "smoothquant", "spinquant"]
+    assert TRANSFORMS.names() == [
+        "awq",
+        "lae",
+        "online_rotation",
+        "quarot",
+        "smooth_attention",
+        "smoothquant",
+        "spinquant",
+    ]
     assert {t.kind for _, t in TRANSFORMS.items()} == {"scale", "online", "model"}
     assert WEIGHT_METHODS.get("gptq").needs(WEIGHT_METHODS.get("gptq").settings()).hessian
     assert not WEIGHT_METHODS.get("rtn").needs(None).calibration

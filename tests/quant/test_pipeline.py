@@ -256,7 +256,7 @@ def test_kv_after_rope_quantizes_inside_attention(calib_ids):
         quantize_model(model, QuantScheme("q", WeightSpec(8, 0), None, kv=kv), calib_ids, progress=False)
         if kv.position == "post_rope":
             assert model.config._attn_implementation.startswith("fptq_kv_")
-            assert model.model.layers[0].self_attn.fptq_kv_bits == kv.bits
+            assert model.model.layers[0].self_attn.fptq_kv.bits == kv.bits
         with torch.no_grad():
             out[key] = _sqnr(ref, model(eval_ids).logits)
     # observed (dB): none 33.6, pre8 31.6, post8 31.7, post4 14.3
