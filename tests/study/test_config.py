@@ -51,6 +51,8 @@ PRESETS = {
     "w4a8_static_mse": ("int4_g128", "per_tensor_static_mse", ()),
     "w4a8_spinquant": ("int4_g128_gptq", "per_token_dynamic", ("spinquant",)),
     "w4a8_fptq_quarot": ("int4_g128", "fptq", ("quarot",)),
+    "w4a8kv4_qoq": ("int4_g128_asym_qoq", "per_token_dynamic", ("quarot", "smooth_attention")),
+    "w4a8_qoq": ("int4_g128_asym_qoq", "per_token_dynamic", ("quarot", "smooth_attention")),
 }
 
 
