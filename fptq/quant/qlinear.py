@@ -331,10 +331,13 @@ def kernel_constraint_errors(
     per_channel: bool,
     float_zero: bool = False,
     act_rule: str = "max",
+    weight_format: str = "int",
 ) -> List[str]:
     """Every reason the triton kernels cannot run a layer of this shape of scheme (act_bits None:
     weight-only). Used per layer by set_backend and per scheme by fptq.study.preflight."""
     out = []
+    if weight_format != "int":
+        out.append(f"runs the plain packed format only; the {weight_format} format runs on backend=reference")
     if w_bits not in KERNEL_W_BITS:
         out.append(f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={w_bits}")
     if float_zero:
@@ -354,8 +357,6 @@ def kernel_constraint_errors(
 
 def kernel_support_error(layer: QuantLinear) -> Optional[str]:
     """Why the triton kernels cannot run this layer, or None if they can."""
-    if layer.weight_format == "qoq":
-        return "the qoq weight format (integer group scales) runs on backend=reference only for now"
     errors = kernel_constraint_errors(
         layer.w_bits if layer.is_packed else 16,
         None if layer.act_mode == ActQuant.NONE else layer.act_bits,
@@ -363,6 +364,7 @@ def kernel_support_error(layer: QuantLinear) -> Optional[str]:
         layer.layout.per_channel,
         float_zero=layer.zero_kind == "float",
         act_rule=layer.act_rule,
+        weight_format=layer.weight_format,
     )
     return errors[0] if errors else None
 

@@ -69,6 +69,7 @@ def backend_problems(spec: RunSpec, device: torch.device) -> List[str]:
         per_channel=w is None or w.per_channel,
         float_zero=w is not None and w.grid.float_zero,
         act_rule=a.scale_rule if a else "max",
+        weight_format=w.method.format if w else "int",
     )
     return out + [f"backend=triton {e} (quant={spec.quant.name})" for e in errors]
 

@@ -80,3 +80,33 @@ def test_qoq_refuses_grids_it_cannot_express(kw, msg):
     base = dict(bits=4, group_size=128, symmetric=False, algo="qoq")
     with pytest.raises(ValueError, match=msg):
         WeightSpec(**{**base, **kw})
+
+
+def test_triton_backend_refuses_the_qoq_format_before_any_work(tmp_path):
+    from fptq.data import CalibSpec
+    from fptq.models.loading import ModelSpec
+    from fptq.quant.scheme import ActSpec, QuantScheme
+    from fptq.study.preflight import PreflightError, preflight
+    from fptq.study.spec import EvalSpec, RunSpec
+
+    q = QuantScheme(
+        "qoq", WeightSpec(4, 64, symmetric=False, algo="qoq"), ActSpec(strategy="per_token_dynamic")
+    )
+    (tmp_path / "w.txt").write_text("text " * 200)
+    from fptq.data import DataSpec
+
+    spec = RunSpec(
+        model=ModelSpec(
+            name="t",
+            source="random",
+            config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4),
+        ),
+        quant=q,
+        calib=CalibSpec(source="random"),
+        data=DataSpec(source="local", wikitext2=str(tmp_path / "w.txt")),
+        eval=EvalSpec(datasets=("wikitext2",)),
+        backend="triton",
+    )
+    with pytest.raises(PreflightError) as e:
+        preflight(spec, torch.device("cpu"))
+    assert any("qoq format runs on backend=reference" in p for p in e.value.problems)
