@@ -529,6 +529,8 @@ def _fmt_setting(v, key: str = "") -> str:
         return ""
     if key == "weight.group_size" and v == 0:
         return "channel"
+    if key == "eval.prompt":  # a prompt-led protocol: named by its start, the text is in the rows
+        return f'"{v[:24]}..."' if len(v) > 24 else f'"{v}"'
     if isinstance(v, float):
         return _fmt_num(v)
     return str(v)
