@@ -64,6 +64,12 @@ def build_report(
     for r in rows:
         by_exp[str(r.get("experiment"))].append(r)
     chosen = list(experiments) if experiments else sorted(by_exp)
+    if not chosen:
+        skipped = "".join(f"\n  {p}" for p in problems)
+        raise SystemExit(
+            f"no complete rows in the results store {results_dir}"
+            + (f"; skipped:{skipped}" if skipped else "")
+        )
     missing = [e for e in chosen if e not in by_exp]
     if missing:
         raise SystemExit(
@@ -197,6 +203,7 @@ def _top_index(out: Path, chosen, by_exp, problems, results_dir) -> None:
         lines.append(f"| [{e}]({e}/index.md) | {len(by_exp[e])} | {models} |")
     if problems:
         lines += ["", "Skipped store entries (not complete rows):", ""] + [f"- {p}" for p in problems]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "index.md").write_text("\n".join(lines) + "\n")
 
 

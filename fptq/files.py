@@ -77,12 +77,39 @@ def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 1) -> None:
     write_text_atomic(path, json.dumps(clean_json(obj), indent=indent))
 
 
+def current_umask() -> int:
+    """The process's umask: from /proc/self/status where Linux shows it, else by setting it and
+    setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(folder: Path) -> None:
+    """Give a finished folder written through temporary names (mkdtemp makes it 0700, safetensors
+    and mkstemp make files 0600) the modes a plain `open`/`mkdir` would have under the umask, so a
+    shared filesystem's other users can read a study's checkpoints and caches."""
+    mask = current_umask()
+    folder = Path(folder)
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_symlink():
+            continue
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, fsync, rename (atomic on POSIX and NFS)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600: honour the umask, as open() does
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from fptq import __version__
+from fptq.files import honour_umask
 from fptq.kernels.reference import FORMAT_VERSION
 from fptq.models.arch import arch_of
 from fptq.models.onload import (
@@ -129,7 +130,12 @@ def _write_tensors(folder: Path, tensors: Dict[str, torch.Tensor], max_shard_byt
 
 def check_destination(folder, overwrite: bool) -> Path:
     folder = Path(folder).expanduser()
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        # never replaced, even with overwrite: a file is not a checkpoint folder
+        raise FileExistsError(
+            f"{folder} is a file, not a folder; a checkpoint is a folder: choose a folder path (save.dir)"
+        )
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{folder} exists and is not empty; choose another folder or pass overwrite=True "
             "(save.overwrite=true) to replace it"
@@ -139,6 +145,7 @@ def check_destination(folder, overwrite: bool) -> Path:
 
 def replace_folder(tmp: Path, folder: Path) -> None:
     """Move a finished `tmp` folder to `folder`, replacing what is there (never half-written)."""
+    honour_umask(tmp)
     old = None
     if folder.exists():
         old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
@@ -219,6 +226,13 @@ def read_quantization_config(folder) -> Dict[str, Any]:
             f"{qc.get('config_version', 1)}); this fptq reads layout {CONFIG_VERSION} (schemes with "
             "per-method settings, input-transform slots). Re-quantize the model with this version."
         )
+    bad = layer_mismatch(qc)
+    if bad:
+        raise CheckpointError(
+            f"{folder}: its quantization_config contradicts its own layers ({len(bad)}: "
+            + "; ".join(bad[:3])
+            + "); the config was edited or mixed with other tensors. Quantize the model again."
+        )
     return qc
 
 
@@ -237,6 +251,27 @@ def scheme_mismatch(saved: Dict[str, Any], scheme) -> List[str]:
             out.append(f"{path}: checkpoint {a!r}, run {b!r}")
 
     walk(saved, asked, "")
+    return out
+
+
+def layer_mismatch(qc: Dict[str, Any]) -> List[str]:
+    """Layers whose stored configuration contradicts the scheme the checkpoint claims (weight bits,
+    symmetry, activation bits): a hand-edited `scheme` must not relabel the tensors it describes."""
+    w = (qc.get("scheme") or {}).get("weight") or {}
+    a = (qc.get("scheme") or {}).get("act") or {}
+    out = []
+    for name, lc in (qc.get("layers") or {}).items():
+        if "bits" in w and lc.get("w_bits") != w["bits"]:
+            out.append(f"{name} stores {lc.get('w_bits')}-bit weights, the scheme says {w['bits']}")
+        elif "symmetric" in w and (lc.get("zero") is None) != bool(w["symmetric"]):
+            out.append(
+                f"{name} stores {'symmetric' if lc.get('zero') is None else 'asymmetric'} weights, "
+                f"the scheme says symmetric={w['symmetric']}"
+            )
+        elif a and a.get("bits") is not None and lc.get("act") != "none" and lc.get("act_bits") != a["bits"]:
+            out.append(
+                f"{name} quantizes activations to {lc.get('act_bits')} bits, the scheme says {a['bits']}"
+            )
     return out
 
 
@@ -280,7 +315,13 @@ def load_quantized(folder, dtype: Optional[torch.dtype] = None, device="cpu") ->
     # the skeleton's dtypes: the model dtype for float weights, the stored ones for packed buffers
     want = {aliases.get(n, n): t.dtype for n, t in model.state_dict(keep_vars=True).items()}
     got = reader.get_many(set(want), want.get, device)
-    model.load_state_dict({n: got[aliases.get(n, n)] for n in names}, strict=True, assign=True)
+    try:
+        model.load_state_dict({n: got[aliases.get(n, n)] for n in names}, strict=True, assign=True)
+    except RuntimeError as e:  # shapes that contradict the layer configs (e.g. int4-packed as 8-bit)
+        raise CheckpointError(
+            f"{folder}: the stored tensors do not have the shapes its quantization_config implies; "
+            f"the folder was altered or mixed ({str(e).splitlines()[-1].strip()[:300]})"
+        ) from None
     retie(model)
     if qc.get("kv_bits"):
         arch = arch_of(model)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from fptq.files import honour_umask
 from fptq.hub import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def smollm2_folder(cache_dir: str) -> Path:
         _save_fixed_tokenizer(tok, tmp)
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask(tmp)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -300,6 +302,7 @@ def gemma3_folder(cache_dir: str) -> Path:
         gguf.unlink()
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask(out)
         os.replace(out, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

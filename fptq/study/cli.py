@@ -48,6 +48,7 @@ def main(cfg: DictConfig) -> None:
     from fptq.study.preflight import PreflightError
     from fptq.study.record import format_table
     from fptq.study.runner import run
+    from fptq.study.store import StoreError
 
     out_dir = hc.runtime.output_dir
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -55,9 +56,16 @@ def main(cfg: DictConfig) -> None:
     log.info("run %s/%s -> %s", spec.model.name, spec.quant.name, out_dir)
     try:
         result = run(spec, out_dir, config, overrides)
-    except (PreflightError, CheckpointError, DataError, FileExistsError) as e:  # FileExistsError: save.dir
+    except (
+        PreflightError,
+        CheckpointError,
+        DataError,
+        StoreError,
+        FileExistsError,
+    ) as e:  # FileExistsError: save.dir
         _user_error(e, hc)
     if result.get("skipped"):
+        _drop_run_folder(out_dir)  # the job did not run: no folder that looks like a run
         result = _recorded_result(result["row"])
         if result is None:
             return
@@ -83,11 +91,39 @@ def _recorded_result(row) -> Optional[dict]:
 
 def _user_error(e: Exception, hc) -> None:
     """A problem with the user's input, not a bug: the message without a traceback (exit 2). In a
-    sweep, re-raised: the launcher records the job as failed and runs the others."""
+    sweep, re-raised: the launcher records the job as failed and runs the others (its folder and
+    log stay, as the sweep's record of the failure)."""
     if hc.mode == RunMode.MULTIRUN:
         raise e
     log.error("%s", e)
+    _drop_run_folder(hc.runtime.output_dir)
     sys.exit(2)
+
+
+RUN_FOLDER_CLUTTER = {".hydra", "cli.log", "fptq-run.log"}  # what Hydra writes before the job runs
+
+
+def _drop_run_folder(out_dir: str) -> None:
+    """Remove a run folder that holds only what Hydra wrote when the job started (its config copy
+    and log), and the empty folders above it under outputs/: a skipped job or a refused config
+    leaves no folder behind. A folder with anything else in it is kept."""
+    import shutil
+
+    folder = Path(out_dir)
+    try:
+        if not folder.is_dir() or any(p.name not in RUN_FOLDER_CLUTTER for p in folder.iterdir()):
+            return
+        shutil.rmtree(folder)
+        if "outputs" not in folder.parts[:-1]:
+            return  # a folder the user named: its parents are theirs
+        for parent in folder.parents:  # outputs/<experiment>/<model>/<scheme>/<stamp>
+            if any(parent.iterdir()):
+                break
+            parent.rmdir()
+            if parent.name == "outputs":
+                break
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

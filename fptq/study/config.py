@@ -14,6 +14,7 @@ methods exist.
 """
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import field
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -126,6 +127,62 @@ def _check_all_nodes(kind: str, nodes: Dict[str, Any], owner: type) -> None:
             method.settings(nodes[name])
 
 
+def _known_keys(cls: type) -> List[str]:
+    """The config keys a node of spec `cls` may hold: its fields, and for a per-method field the
+    registered methods' names (inline) or the field's own name."""
+    from fptq.quant.methods import REGISTRIES
+
+    keys = []
+    for f in dataclasses.fields(cls):
+        if "per_method" in f.metadata and f.metadata["inline"]:
+            keys += REGISTRIES[f.metadata["per_method"]].names()
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def unknown_keys(cls: type, data: Any, where: str = "") -> List[str]:
+    """Every key of `data` that no field of spec `cls` (recursively) or registered method takes,
+    each with the closest known key. Hydra's `+key=value` adds keys that the schema would refuse
+    without the `+`, and a silently ignored typo (`+quant.wieght.bits=8`) would run the default job
+    under its job key."""
+    from fptq.quant.methods import REGISTRIES
+
+    if not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(cls)
+    known = _known_keys(cls)
+    out = []
+    for k, v in data.items():
+        path = f"{where}.{k}" if where else str(k)
+        if k not in known:
+            close = difflib.get_close_matches(str(k), known, n=1)
+            hint = f"; did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
+            out.append(
+                f"unknown config key {path!r}{hint} ({where or 'the top level'} has: {', '.join(known)})"
+            )
+            continue
+        f = next((f for f in dataclasses.fields(cls) if f.name == k), None)
+        if f is None or not isinstance(v, dict):
+            continue
+        if "per_method" in f.metadata:  # not inline: {method name: settings}
+            names = REGISTRIES[f.metadata["per_method"]].names()
+            for m in v:
+                if m not in names:
+                    close = difflib.get_close_matches(str(m), names, n=1)
+                    hint = f"; did you mean {path + '.' + close[0]!r}?" if close else ""
+                    out.append(
+                        f"unknown config key {path + '.' + str(m)!r}{hint} (known: {', '.join(names)})"
+                    )
+            continue
+        tp = hints[k]
+        if typing.get_origin(tp) is Union:
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        if dataclasses.is_dataclass(tp):
+            out += unknown_keys(tp, v, path)
+    return out
+
+
 def _build(cls: type, data: Any):
     if data is None:
         return None
@@ -159,6 +216,11 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
     """Validated frozen specs from a composed config (raises ValueError with a clear message)."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     data.pop("hydra", None)
+    unknown = unknown_keys(RunSpec, data)
+    if unknown:
+        raise ValueError(
+            unknown[0] if len(unknown) == 1 else "\n  - ".join(["unknown config keys:", *unknown])
+        )
     return _build(RunSpec, data)
 
 

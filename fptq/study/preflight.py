@@ -5,8 +5,8 @@ records of its data files. All problems are reported together, each saying what 
 - the backend against the device, and against the scheme (kernel-supported bits and groups);
 - the model: its files, a known architecture, and the weight group size against every quantized
   layer's width (from the model config, on a meta-device skeleton: no weights are read);
-- the data: each file the job reads exists and its first records parse (evaluation, calibration,
-  lm-eval task data).
+- the data: each file the job reads exists and its first records parse (evaluation, lm-eval task
+  data); the calibration file parses whole and can hold a crop of calib.seqlen tokens.
 """
 
 import fnmatch
@@ -41,6 +41,7 @@ def preflight(spec: RunSpec, device: torch.device) -> None:
     config = model_config(spec, problems)
     if config is not None:
         problems += layer_problems(spec, config)
+        problems += position_problems(spec, config)
     problems += data_problems(spec)
     if problems:
         raise PreflightError(problems)
@@ -128,6 +129,28 @@ def model_config(spec: RunSpec, problems: List[str]) -> Optional[Any]:
     return None
 
 
+def position_problems(spec: RunSpec, config) -> List[str]:
+    """Windows longer than the positions the model was trained for (max_position_embeddings): past
+    them a learned position table has no entry and RoPE extrapolates, so the perplexity would not
+    measure the model."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return []
+    out = []
+    if spec.eval.seqlen > n:
+        out.append(
+            f"eval.seqlen={spec.eval.seqlen} is beyond the {n} positions model {spec.model.name!r} "
+            f"supports (max_position_embeddings); use eval.seqlen<={n}"
+        )
+    if not spec.quant.is_float and spec.calib.source != "random" and spec.calib.seqlen > n:
+        out.append(
+            f"calib.seqlen={spec.calib.seqlen} is beyond the {n} positions model {spec.model.name!r} "
+            f"supports; use calib.seqlen<={n}"
+        )
+    return out
+
+
 def layer_problems(spec: RunSpec, config) -> List[str]:
     """Architecture mapping and group size against every quantized linear's input width."""
     from fptq.models.arch import ARCHS
@@ -186,15 +209,19 @@ def transform_problems(spec: RunSpec, config, model) -> List[str]:
 
 
 def data_problems(spec: RunSpec) -> List[str]:
-    from fptq.data import local_file
+    from fptq.data import calib_file, local_file
     from fptq.study.jobkey import data_files
 
     out = []
+    calib = calib_file(spec.calib) if f"calib:{calib_file(spec.calib)}" in data_files(spec) else None
     for name in dict.fromkeys(data_files(spec).values()):
         try:
             if use_hub(spec.data.source, f"data.{name}"):
                 continue
-            check_data_file(name, local_file(name, spec.data))
+            path = local_file(name, spec.data)
+            check_data_file(name, path)
+            if name == calib:
+                check_calib_file(name, path, spec.calib.seqlen)
         except (OSError, ValueError, RuntimeError) as e:
             out.append(str(e))
     if spec.eval.tasks:
@@ -212,6 +239,29 @@ def check_data_file(name: str, path: Path) -> None:
         head = read_text(path, f"{name} as UTF-8 text", limit=FIRST_BYTES)
         if not head.strip():
             raise ValueError(f"{path}: empty; expected {name} as UTF-8 text")
+
+
+def check_calib_file(name: str, path: Path, seqlen: int) -> None:
+    """The whole calibration file parses (a torn line anywhere is found now, not after the model
+    load and the fp baseline), and it can hold a crop of calib.seqlen tokens. A token covers at
+    least one byte, so text of at most seqlen + 1 bytes (a C4 file whose every document has at most
+    seqlen bytes) is certainly too short; the exact token count needs the tokenizer and is checked
+    right after the model load, before the fp baseline."""
+    if path.suffix == ".jsonl":
+        docs = read_jsonl(path, field="text")
+        longest = max((len(d["text"].encode()) for d in docs), default=0)
+        if longest <= seqlen:
+            raise ValueError(
+                f"{path}: no document is longer than calib.seqlen={seqlen} tokens (the longest has "
+                f"{longest} bytes); lower calib.seqlen or use a file with longer documents ({name})"
+            )
+    else:
+        n = len(read_text(path, f"{name} as UTF-8 text").encode())
+        if n <= seqlen + 1:
+            raise ValueError(
+                f"{path}: {n} bytes, too short for calibration crops of calib.seqlen={seqlen} tokens; "
+                f"lower calib.seqlen or use a longer file ({name})"
+            )
 
 
 def task_problems(spec: RunSpec) -> List[str]:

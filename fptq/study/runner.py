@@ -4,6 +4,7 @@
 produces goes through `record`: result.json, quant_report.json, one results-store row, W&B.
 """
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from fptq.quant.qlinear import set_backend
 from fptq.quant.report import QuantReport
 from fptq.study.baseline import BaselineCache
 from fptq.study.jobkey import job_key
-from fptq.study.preflight import preflight
+from fptq.study.preflight import PreflightError, preflight
 from fptq.study.record import make_result, store_row
 from fptq.study.runlog import make_logger
 from fptq.study.spec import RunSpec
@@ -39,7 +40,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+        # a user error (exit 2, no traceback), said before any work
+        raise PreflightError(["device=cuda but no CUDA device is available; use device=cpu or device=auto"])
     return torch.device(device)
 
 
@@ -145,9 +147,11 @@ def _fp_ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, device) -
     ).as_dict()
 
 
-def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[QuantReport]:
-    """Calibrate and quantize in place, then switch to the chosen backend."""
-    if spec.quant.is_float:
+def calibration(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[torch.Tensor]:
+    """The calibration token ids, or None (fp, a saved checkpoint, data-free without samples). Taken
+    right after the model load, before the fp baseline: a text too short for the crops (which needs
+    the tokenizer to count) fails before any expensive work."""
+    if spec.quant.is_float or spec.model.source == "quantized":
         return None
     calib_spec = spec.calib
     if spec.quant.data_free:  # no calibration: a few samples for the report's output SQNR, or none
@@ -161,6 +165,15 @@ def quantize(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optional[Q
     if not spec.quant.data_free or calib_spec.data_free_sample:
         with _timed(timings, "calib_data_s"):
             calib = calibration_ids(calib_spec, tok, spec.data, model.config.vocab_size, seed=spec.seed)
+    return calib
+
+
+def quantize(
+    spec: RunSpec, model, calib: Optional[torch.Tensor], timings: Dict[str, float]
+) -> Optional[QuantReport]:
+    """Quantize in place on the calibration ids, then switch to the chosen backend."""
+    if spec.quant.is_float:
+        return None
     onload = None
     if spec.model.onload == "sequential":
         onload = BlockLoader(model, spec.model.torch_dtype, next(model.parameters()).device).load
@@ -282,7 +295,18 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
     device = resolve_device(spec.device)
     key, parts = job_key(spec, device.type)
     done = resume(spec, key, parts)
+    if done is not None and spec.save.dir is not None and not saved_output_present(spec, done):
+        log.info(
+            "job %s has a row but not the checkpoint asked for (save.dir=%s, format %s): running it "
+            "again to write it",
+            key,
+            spec.save.dir,
+            spec.save.format,
+        )
+        done = None
     if done is not None:
+        if spec.save.dir is not None:
+            log.info("the checkpoint asked for is already there: %s", done.get("checkpoint"))
         return {"skipped": True, "job_key": key, "row": done}
     torch.manual_seed(spec.seed)
     out = Path(out_dir)
@@ -297,12 +321,13 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         timings: Dict[str, float] = {}
         with _timed(timings, "load_s"):
             model, tok, streams = load(spec, device)
+        calib = calibration(spec, model, tok, timings)
         with _timed(timings, "baseline_eval_s"):
             fp = baseline(spec, model, tok, streams, device, base)
         if spec.model.source == "quantized":
             report = saved_report(spec)
         else:
-            report = quantize(spec, model, tok, timings)
+            report = quantize(spec, model, calib, timings)
         checkpoint = save(spec, model, tok, report, out, timings)
         ppls, zeroshot = evaluate(spec, model, tok, streams, device, timings)
         if spec.quant.is_float:
@@ -332,10 +357,29 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         logger.finish()
 
 
+def saved_output_present(spec: RunSpec, row: Dict[str, Any]) -> bool:
+    """Whether the checkpoint or export that save.dir asks for exists from the row's run: the row's
+    checkpoint folder, at the folder asked for (any folder for save.dir=auto), in the format asked
+    for. A job is never skipped while an output it was asked to write is missing."""
+    path = row.get("checkpoint")
+    if not path or spec.model.source == "quantized":
+        return False
+    folder = Path(str(path)).expanduser()
+    if spec.save.dir != "auto" and folder.resolve() != Path(spec.save.dir).expanduser().resolve():
+        return False
+    try:
+        qc = json.loads((folder / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return False
+    want = "compressed-tensors" if spec.save.format == "compressed-tensors" else "fptq"
+    return qc.get("quant_method") == want
+
+
 def resume(spec: RunSpec, key: str, parts: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The store's row for this job if it is done and spec.resume (then the job is skipped), else
     None, after saying what the coming run replaces or differs from."""
     store = ResultStore(spec.paths.results_dir)
+    store.check_writable(key)  # before any work: a finished run must be able to write its row
     done = store.get(key)
     if done is not None and spec.resume:
         log.info(

@@ -30,6 +30,10 @@ ROWS = "rows"
 LAYERS = "layers"
 
 
+class StoreError(ValueError):
+    """A results store that cannot take a job's row (said before the job's work)."""
+
+
 class ResultStore:
     def __init__(self, results_dir: str):
         self.dir = Path(results_dir).expanduser()
@@ -38,6 +42,20 @@ class ResultStore:
         self.layers_dir = self.dir / LAYERS
 
     # ---- writing --------------------------------------------------------------------------------
+
+    def check_writable(self, key: str) -> None:
+        """Raise StoreError, before any work, if job `key`'s row or layer file cannot be written:
+        something that is not a regular file (a folder, a FIFO) sits at its path, or a store folder
+        is a file."""
+        for d in (self.dir, self.rows_dir, self.layers_dir):
+            if d.exists() and not d.is_dir():
+                raise StoreError(f"{d} is not a folder: the results store needs it as one (move it away)")
+        for f in (self.rows_dir / f"{key}.json", self.layers_dir / f"{key}.json"):
+            if (f.exists() or f.is_symlink()) and not f.is_file():
+                raise StoreError(
+                    f"{f} is not a regular file, so this job's row cannot be written there: remove or "
+                    "rename it, then run again"
+                )
 
     def put(self, key: str, row: Row, layers: Optional[Dict[str, Any]] = None) -> Path:
         """Record job `key`'s row (replacing an earlier one), and its per-layer report if given.

@@ -208,6 +208,20 @@ def test_console_script_and_unknown_experiment(store, tmp_path):
     assert proc.returncode != 0 and "no rows for ['nope']" in proc.stderr and "main" in proc.stderr
 
 
+def test_a_foreign_store_entry_is_skipped_and_reported_and_an_empty_store_fails(store, tmp_path):
+    (tmp_path / "results" / "rows" / "x.json").mkdir()
+    cmd = [sys.executable, "-m", "fptq.analysis.report", "--out", str(tmp_path / "o"), "--results"]
+    proc = subprocess.run(cmd + [str(tmp_path / "results")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "x.json: not a regular file; skipped" in (tmp_path / "o" / "index.md").read_text()
+    (tmp_path / "empty" / "rows" / "x.json").mkdir(parents=True)
+    proc = subprocess.run(cmd + [str(tmp_path / "empty")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "no complete rows in the results store" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(cmd + [str(tmp_path / "nonexistent")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "no results store at" in proc.stderr
+
+
 def test_report_to_wandb_offline(store, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")

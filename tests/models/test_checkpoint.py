@@ -170,3 +170,43 @@ def test_truncated_or_altered_tensors_are_refused(saved, tmp_path):
     fewer = dict(list(layers.items())[1:])
     with pytest.raises(CheckpointError, match="do not match its quantization_config"):
         load_quantized(_edit_config(folder, tmp_path / "x", layers=fewer))
+
+
+def test_a_scheme_edited_away_from_its_tensors_is_refused(saved, tmp_path):
+    """Editing quantization_config's scheme (bits 4 -> 8) must not relabel 4-bit tensors as 8-bit;
+    editing the layers too leaves tensors of the wrong shape, also refused with a message."""
+    folder, scheme, _ = saved
+    qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+    s8 = json.loads(json.dumps(qc["scheme"]))
+    s8["weight"]["bits"] = 8
+    edited = _edit_config(folder, tmp_path / "s", scheme=s8)
+    with pytest.raises(CheckpointError, match="stores 4-bit weights, the scheme says 8"):
+        ckpt.check_scheme(edited, replace(scheme, weight=replace(scheme.weight, bits=8)))
+    with pytest.raises(CheckpointError, match="contradicts its own layers"):
+        load_quantized(edited)
+    layers8 = {n: dict(lc, w_bits=8) for n, lc in qc["layers"].items()}
+    with pytest.raises(CheckpointError, match="do not have the shapes its quantization_config implies"):
+        load_quantized(_edit_config(folder, tmp_path / "l", scheme=s8, layers=layers8))
+
+
+def test_a_file_at_the_destination_is_named_as_a_file(saved, tmp_path):
+    folder, scheme, model = saved
+    (tmp_path / "f").write_text("")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="is a file, not a folder"):
+            save_quantized(model, tmp_path / "f", scheme=scheme, overwrite=overwrite)
+    assert (tmp_path / "f").read_text() == ""
+
+
+def test_saved_files_honour_the_umask(saved, tmp_path):
+    import os
+    import stat
+
+    folder, scheme, model = saved
+    old = os.umask(0o022)
+    try:
+        save_quantized(model, tmp_path / "ck", scheme=scheme)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "ck", *(tmp_path / "ck").iterdir()]}
+    assert modes["ck"] == 0o755 and modes["model.safetensors"] == modes["config.json"] == 0o644, modes

@@ -191,3 +191,89 @@ def test_sequential_onloading_run_equals_eager(tmp_path):
     assert s["metrics"]["ppl"]["wikitext2"]["ppl"] == e["metrics"]["ppl"]["wikitext2"]["ppl"]
     assert s["baseline"]["ppl"]["wikitext2"]["ppl"] == e["baseline"]["ppl"]["wikitext2"]["ppl"]
     assert s["spec"]["model"]["onload"] == "sequential"
+
+
+def test_a_checkpoint_asked_for_is_written_even_when_the_job_has_a_row(tmp_path):
+    """The README's save.dir example is the same job as the bare main command: a row must not make
+    the job skip the checkpoint it was asked to write; once written, the job skips again."""
+    _run([f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    ckpt = tmp_path / "ckpt"
+    proc = _run([f"hydra.run.dir={tmp_path / 'b'}", f"save.dir={ckpt}"], tmp_path)
+    assert "running it again to write it" in proc.stdout + proc.stderr
+    assert json.loads((ckpt / "config.json").read_text())["quantization_config"]["quant_method"] == "fptq"
+    rows = ResultStore(str(tmp_path / "results")).read()
+    assert len(rows) == 1 and Path(rows[0]["checkpoint"]).resolve() == ckpt.resolve()
+    proc = _run([f"hydra.run.dir={tmp_path / 'c'}", f"save.dir={ckpt}"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "already has a row" in out and "the checkpoint asked for is already there" in out
+    assert not (tmp_path / "c" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (
+            ["+quant.wieght.bits=8", "+sed=5"],
+            "unknown config key 'quant.wieght'; did you mean 'quant.weight'",
+        ),
+        (["device=cuda"], "device=cuda but no CUDA device is available"),
+        (["device=cuda", "backend=triton"], "device=cuda but no CUDA device is available"),
+    ],
+)
+def test_user_errors_print_the_message_alone_and_leave_nothing(tmp_path, args, msg):
+    if msg.startswith("device=cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    proc = fptq_run(args, tmp_path, ok=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and msg in out and "Traceback" not in out, out[-2000:]
+    assert not (tmp_path / "outputs").exists()  # no run folder for a job that did not run
+    assert ResultStore(str(tmp_path / "results")).read() == []
+
+
+def test_a_skipped_job_leaves_no_run_folder(tmp_path):
+    _run([], tmp_path)
+    before = sorted(p for p in (tmp_path / "outputs").rglob("result.json"))
+    proc = _run([], tmp_path)
+    assert "already has a row" in proc.stdout + proc.stderr
+    assert sorted((tmp_path / "outputs").rglob("result.json")) == before
+    assert len([p for p in (tmp_path / "outputs").rglob("*") if p.name.startswith("20")]) == 1
+
+
+def test_save_into_an_existing_file_says_it_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    proc = _run_fail([f"save.dir={tmp_path / 'afile'}"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "is a file, not a folder" in out and "not empty" not in out and "Traceback" not in out
+
+
+def test_a_folder_where_the_row_goes_fails_before_any_work(tmp_path):
+    # the job's own row path is taken by a folder: said before the model load, rc 2
+    _run([f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    (row,) = (tmp_path / "results" / "rows").glob("*.json")
+    row.unlink()
+    row.mkdir()
+    (tmp_path / "results" / "rows" / "x.json").mkdir()
+    proc = _run_fail([], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "is not a regular file, so this job's row cannot be written" in out
+    assert "wikitext2: loading" not in out and "Traceback" not in out
+
+
+def test_store_files_honour_the_umask(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _run([f"hydra.run.dir={tmp_path / 'a'}", "save.dir=auto"], tmp_path)
+    finally:
+        os.umask(old)
+    files = [
+        *(tmp_path / "results").rglob("*.json"),
+        tmp_path / "a" / "result.json",
+        tmp_path / "a" / "checkpoint" / "model.safetensors",
+    ]
+    assert len(files) == 4
+    assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o644" for f in files}

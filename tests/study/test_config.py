@@ -1,5 +1,6 @@
 """Every config composes and validates to what its name says; typos and bad values fail early."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,29 @@ def test_axes_override_a_preset():
 def test_typo_fails_at_compose():
     with pytest.raises((ConfigCompositionException, ConfigKeyError)):
         _compose(["quant.weight.bitz=4"])
+
+
+@pytest.mark.parametrize(
+    "override, msg",
+    [
+        ("+quant.wieght.bits=8", "unknown config key 'quant.wieght'; did you mean 'quant.weight'"),
+        ("+sed=5", "unknown config key 'sed'; did you mean 'seed'"),
+        ("+quant.weight.gptqq.damp=0.1", "did you mean 'quant.weight.gptq'"),
+        ("+quant.transform_args.quarto.r1=random", "did you mean 'quant.transform_args.quarot'"),
+        ("+quant.weight.gptq.dmp=0.1", "gptq has no setting 'dmp'"),
+        ("+eval.seqln=512", "did you mean 'eval.seqlen'"),
+    ],
+)
+def test_added_unknown_keys_fail_before_any_work(override, msg):
+    # Hydra's `+key=value` adds a key the schema refuses without the `+` (and Hydra's own typo message
+    # suggests the `+`): it must not run the default job under the default job key
+    cfg = _compose(["debug=tiny", override])
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        to_run_spec(cfg)
+
+
+def test_added_known_dict_keys_still_compose():
+    assert to_run_spec(_compose(["debug=tiny", "+eval.windows.c4=3"])).eval.windows == {"c4": 3}
 
 
 def test_wrong_type_fails_at_compose():

@@ -64,7 +64,10 @@ def test_triton_without_a_gpu_and_unsupported_scheme(tmp_path, monkeypatch):
 
 def test_unmapped_architecture_fails_before_loading(tmp_path):
     m = ModelSpec(
-        name="g", source="random", config_class="GPT2Config", config=dict(n_embd=32, n_layer=1, n_head=2)
+        name="g",
+        source="random",
+        config_class="GPT2Config",
+        config=dict(n_embd=32, n_layer=1, n_head=2, n_positions=2048),
     )
     (p,) = _problems(_spec(tmp_path, model=m))
     assert "no architecture mapping for GPT2LMHeadModel" in p
@@ -177,3 +180,36 @@ def test_rotations_the_model_cannot_take_are_refused_before_loading(tmp_path):
     assert "no Hadamard matrix of order 172" in p and "fallback=random" in p
     ok = QuantScheme(name="rot", transforms=("quarot",), transform_args={"quarot": {"fallback": "random"}})
     preflight(_spec(tmp_path, model=odd, quant=ok), torch.device("cpu"))
+
+
+def test_a_torn_or_short_calibration_file_fails_before_loading(tmp_path):
+    """Found after the model load and the fp baseline before: a torn line anywhere in the C4 train
+    file, and calibration text that cannot hold one crop."""
+    c4 = tmp_path / "c4_train.jsonl"
+    c4.write_text("".join('{"text": "%s"}\n' % ("word " * 400) for _ in range(20)) + '{"text": "torn')
+    calib = dict(quant=QuantScheme(name="w4a16", weight=WeightSpec(bits=4, group_size=32)))
+    spec = _spec(tmp_path, calib=CalibSpec(source="c4", seqlen=64), **calib)
+    spec = RunSpec(
+        **{**spec.__dict__, "data": DataSpec(source="local", wikitext2=spec.data.wikitext2, c4_train=str(c4))}
+    )
+    assert any("c4_train.jsonl:21" in p for p in _problems(spec))  # past the first records
+    c4.write_text('{"text": "short doc"}\n' * 10)
+    assert any("no document is longer than calib.seqlen=64" in p for p in _problems(spec))
+    wt = tmp_path / "wt_train.txt"
+    wt.write_text("too short")
+    spec = RunSpec(
+        **{
+            **spec.__dict__,
+            "calib": CalibSpec(source="wikitext2_train", seqlen=64),
+            "data": DataSpec(source="local", wikitext2=spec.data.wikitext2, wikitext2_train=str(wt)),
+        }
+    )
+    assert any("too short for calibration crops of calib.seqlen=64" in p for p in _problems(spec))
+
+
+def test_windows_beyond_the_model_positions_are_refused(tmp_path):
+    spec = _spec(
+        tmp_path, model=ModelSpec(name="t", source="random", config=dict(TINY, max_position_embeddings=256))
+    )
+    spec = RunSpec(**{**spec.__dict__, "eval": EvalSpec(datasets=("wikitext2",), seqlen=512)})
+    assert any("eval.seqlen=512 is beyond the 256 positions" in p for p in _problems(spec))
