@@ -28,3 +28,27 @@ class FailOnce(Callback):
             raise RuntimeError("injected failure in quantize")
 
         runner.quantize = quantize
+
+
+class KillAfterBlock(Callback):
+    """SIGKILL the job (no warning, no cleanup) right after block `block`'s state is written, once
+    (the marker file says it happened)."""
+
+    def __init__(self, block: int, marker: str):
+        self.block, self.marker = int(block), Path(marker)
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if self.marker.exists():
+            return
+        from fptq.quant.blockstate import BlockState
+
+        original = BlockState.save
+        block, marker = self.block, self.marker
+
+        def save(state, bi, *args, **kw):
+            original(state, bi, *args, **kw)
+            if bi == block:
+                marker.write_text("killed once")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        BlockState.save = save

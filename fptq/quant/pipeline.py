@@ -18,6 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from fptq.models.arch import FoldGroup, arch_of
+from fptq.quant.blockstate import restore_block
 from fptq.quant.calibration import (
     PROPAGATE,
     ChannelStats,
@@ -75,6 +76,7 @@ def quantize_model(
     propagate: str = "quantized",
     onload: Optional[Callable[[int, nn.Module], None]] = None,
     offload: Optional[Callable[[nn.Module], None]] = None,
+    state=None,
 ) -> QuantReport:
     """Quantize `model` in place with `scheme`, calibrated on calib_ids (n_samples, seqlen).
 
@@ -88,6 +90,9 @@ def quantize_model(
     `fptq.models.onload`); offload(block): move a finished, packed block to where it is kept.
     The report's `memory` holds byte counters: the largest float block, calibration activations,
     statistics (Hessians, samples) and the packed total.
+    state: a `fptq.quant.blockstate.BlockState`: each finished block is written to it, and a job
+    relaunched after a kill starts at its first unfinished block, bit-identical to an uninterrupted
+    run.
     """
     if propagate not in PROPAGATE:
         raise ValueError(f"propagate must be one of {PROPAGATE}, got {propagate!r}")
@@ -126,6 +131,20 @@ def quantize_model(
     calibrate = calib_ids is not None
     batches = capture_block_inputs(model, blocks[0], calib_ids, batch_size) if calibrate else []
     block_kwargs = capture_block_kwargs(model, blocks, calib_ids, batch_size) if calibrate else None
+    start, seconds_before = 0, 0.0
+    if state is not None:
+        start, hidden, payloads, seconds_before, counters = state.resume(len(blocks), calibrate)
+        device = next(model.parameters()).device
+        dtype = next(model.parameters()).dtype
+        kv = (lambda b: add_kv_quant(b, arch, model.config, scheme.kv.quant)) if scheme.kv.bits else None
+        for i, payload in enumerate(payloads):  # the finished blocks, exactly as they were packed
+            for rec in restore_block(blocks[i], payload, dtype, device, kv):
+                report.add(rec)
+            if offload is not None:
+                offload(blocks[i])
+        mem.counters.update(counters)
+        if start and calibrate:
+            batches = [(h.to(device), args, kw) for h, (_, args, kw) in zip(hidden, batches, strict=True)]
     if scheme.data_free:
         propagate = "float"  # the sample only measures output SQNR: one pass per block suffices
     needs = scheme.needs
@@ -133,8 +152,16 @@ def quantize_model(
     sequential = needs.sequential and not scheme.data_free
     online = [t for t in scheme.transforms if TRANSFORMS.get(t).needs(scheme.transform_settings(t)).online]
     hd = head_dim(model.config) if hasattr(model.config, "num_attention_heads") else None
-    for bi in tqdm(range(len(blocks)), desc=f"quantize {scheme.name}", disable=not progress):
+    bar = tqdm(
+        range(start, len(blocks)),
+        desc=f"quantize {scheme.name}",
+        initial=start,
+        total=len(blocks),
+        disable=not progress,
+    )
+    for bi in bar:
         block = blocks[bi]
+        first_record = len(report.layers)
         if onload is not None:
             onload(bi, block)
         prefix = f"{arch.blocks}.{bi}"
@@ -179,10 +206,19 @@ def quantize_model(
         del stats, linears
         if calibrate:
             batches = float_out if float_out is not None else run_block(block, batches)
+        if state is not None:
+            state.save(
+                bi,
+                block,
+                report.layers[first_record:],
+                [h for h, _, _ in batches] if calibrate else None,
+                seconds_before + time.perf_counter() - t0,
+                mem.counters,
+            )
         if offload is not None:
             offload(block)
     report.memory = mem.counters
-    report.seconds = time.perf_counter() - t0
+    report.seconds = seconds_before + time.perf_counter() - t0
     return report
 
 

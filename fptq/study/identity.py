@@ -2,8 +2,8 @@
 
 Paths are not identities (a study is moved, mounted elsewhere, resumed from another node), and
 names are not either (`data.wikitext2` pointed at another file keeps the name). So a local file is
-identified by a digest of its bytes, a model folder by its config and its weight files' names and
-sizes, a hub id by the id, and the code by a digest of the package's numeric source. The job key
+identified by a digest of its bytes, a model folder by its config and its weight files' names,
+sizes and sampled content digests, a hub id by the id, and the code by a digest of the package's numeric source. The job key
 (`fptq.study.jobkey`) and the fp-baseline cache (`fptq.study.baseline`) are built from these.
 """
 
@@ -54,16 +54,64 @@ def file_digest(path: Path) -> str:
     return _file_sha(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
+SAMPLE_BYTES = 4096  # bytes read at each sampled offset
+SAMPLES_PER_FILE = 256  # offsets per weight file that is not safetensors
+
+
+def _sample(f, offsets: Iterable[int], h) -> None:
+    for off in offsets:
+        f.seek(off)
+        h.update(f.read(SAMPLE_BYTES))
+
+
+@functools.lru_cache(maxsize=256)
+def _weights_sha(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if path.endswith(".safetensors") and size >= 8:
+            n = int.from_bytes(f.read(8), "little")
+            header = f.read(n) if 0 < n <= size - 8 else b""
+            h.update(header)
+            try:
+                tensors = json.loads(header)
+            except ValueError:
+                tensors = None
+            if isinstance(tensors, dict):
+                base = 8 + n
+                for name in sorted(k for k in tensors if k != "__metadata__"):
+                    lo, hi = tensors[name].get("data_offsets", (0, 0))
+                    if hi > lo:  # the start, middle and end of every tensor's bytes
+                        last = max(hi - SAMPLE_BYTES, lo)
+                        _sample(f, (base + lo, base + (lo + last) // 2, base + last), h)
+                return h.hexdigest()[:16]
+        step = max(size // SAMPLES_PER_FILE, 1)
+        _sample(f, range(0, size, step), h)
+        _sample(f, (max(size - SAMPLE_BYTES, 0),), h)
+    return h.hexdigest()[:16]
+
+
+def weights_digest(path: Path) -> str:
+    """A cheap content digest of a weight file: for safetensors, the header (every tensor's name,
+    dtype, shape and offsets) and 3 x 4 KiB of each tensor's bytes (start, middle, end); for other
+    formats, 256 evenly spaced 4 KiB samples and the tail. About 4 MB read for a 7B model instead of
+    13 GB. A tensor replaced by one that agrees at every sampled byte goes unseen."""
+    st = Path(path).stat()
+    return _weights_sha(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
 def folder_fingerprint(folder: Path, suffixes: Iterable[str] = WEIGHT_SUFFIXES) -> Dict[str, Any]:
-    """A model folder: the digest of config.json (and of quantization / tokenizer files) and the
-    names and sizes of its weight files (hashing 140 GB of weights per job would cost minutes)."""
+    """A model folder: the digest of config.json (and of quantization / tokenizer files), and per
+    weight file its name, size and sampled content digest (`weights_digest`: hashing 140 GB of
+    weights per job would cost minutes; a same-size file with other weights must not reuse rows)."""
     folder = Path(folder)
     out: Dict[str, Any] = {}
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "quant_report.json"):
         if (folder / name).is_file():
             out[name] = file_digest(folder / name)
     out["weights"] = sorted(
-        (p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file() and p.suffix in tuple(suffixes)
+        (p.name, p.stat().st_size, weights_digest(p))
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in tuple(suffixes)
     )
     return out
 
@@ -82,7 +130,7 @@ def model_identity(model) -> Dict[str, Any]:
 
         try:
             g = smollm2_gguf_path()
-            ident["gguf"] = (g.name, g.stat().st_size)
+            ident["gguf"] = (g.name, g.stat().st_size, weights_digest(g))
         except (ModuleNotFoundError, FileNotFoundError):
             ident["gguf"] = None  # preflight reports it
     elif model.source == "gemma3_gguf":

@@ -34,6 +34,7 @@ EXCLUDED = {
     "logger": None,
     "save": None,
     "resume": None,
+    "resume_blocks": None,
     "device": None,  # replaced by the resolved device type
     "data": None,  # replaced by the content identity of each file read
     "eval": ("progress", "task_data"),

@@ -21,6 +21,7 @@ from fptq.models.arch import arch_of
 from fptq.models.checkpoint import REPORT_NAME, check_destination, check_scheme, save_quantized
 from fptq.models.loading import ModelSpec, load_model
 from fptq.models.onload import BlockLoader, stream_blocks
+from fptq.quant.blockstate import BlockState
 from fptq.quant.pipeline import quantize_model
 from fptq.quant.qlinear import set_backend
 from fptq.quant.report import QuantReport
@@ -168,10 +169,16 @@ def calibration(spec: RunSpec, model, tok, timings: Dict[str, float]) -> Optiona
     return calib
 
 
+def work_folder(spec: RunSpec, key: str) -> Path:
+    """The job's work folder in the results store: its block state while it quantizes."""
+    return Path(spec.paths.results_dir).expanduser() / "work" / key
+
+
 def quantize(
-    spec: RunSpec, model, calib: Optional[torch.Tensor], timings: Dict[str, float]
+    spec: RunSpec, model, calib: Optional[torch.Tensor], timings: Dict[str, float], state=None
 ) -> Optional[QuantReport]:
-    """Quantize in place on the calibration ids, then switch to the chosen backend."""
+    """Quantize in place on the calibration ids (resuming from `state`, a BlockState, if it holds
+    finished blocks), then switch to the chosen backend."""
     if spec.quant.is_float:
         return None
     onload = None
@@ -188,6 +195,7 @@ def quantize(
         propagate=spec.calib.propagate,
         onload=onload,
         offload=offload,
+        state=state,
     )
     timings["quantize_s"] = report.seconds
     if spec.backend != "reference":
@@ -324,10 +332,13 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         calib = calibration(spec, model, tok, timings)
         with _timed(timings, "baseline_eval_s"):
             fp = baseline(spec, model, tok, streams, device, base)
+        state = None
         if spec.model.source == "quantized":
             report = saved_report(spec)
         else:
-            report = quantize(spec, model, calib, timings)
+            if spec.resume_blocks and not spec.quant.is_float:
+                state = BlockState(work_folder(spec, key), key)
+            report = quantize(spec, model, calib, timings, state)
         checkpoint = save(spec, model, tok, report, out, timings)
         ppls, zeroshot = evaluate(spec, model, tok, streams, device, timings)
         if spec.quant.is_float:
@@ -351,7 +362,11 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
             if checkpoint
             else (spec.model.path if spec.model.source == "quantized" else None)
         )
+        if state is not None and state.resumed_at:
+            result["resumed"] = {"at_block": state.resumed_at, "of": state.n_blocks}
         record(spec, out, result, report, logger)
+        if state is not None:
+            state.clear()  # the row is written: the block state has served
         return result
     finally:
         logger.finish()

@@ -99,6 +99,10 @@ class RunSpec:
     # skip the job if the results store already has its row (same job key: fptq.study.jobkey);
     # resume=false runs it again and replaces the row
     resume: bool = True
+    # write each finished block's state to the store's work folder (<results_dir>/work/<job key>) so
+    # that a killed, timed-out or preempted job relaunched with the same key starts at its first
+    # unfinished block (fptq.quant.blockstate); removed once the row is written
+    resume_blocks: bool = True
     device: str = "auto"
     # quantized linears: reference (float simulation) | triton (packed W4A8/W8A8 kernels)
     backend: str = "reference"

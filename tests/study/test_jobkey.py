@@ -1,5 +1,6 @@
 """The job key: what a job computes, not where its files are or how it is shown."""
 
+import os
 from dataclasses import replace
 
 import fptq.study.jobkey as jobkey
@@ -52,3 +53,42 @@ def test_key_follows_content_config_device_and_code(tmp_path, monkeypatch):
     monkeypatch.setattr(jobkey, "code_version", lambda: "changed")
     k3, parts3 = jobkey.job_key(spec, "cpu")
     assert k3 != k2 and parts3["config_key"] == parts2["config_key"]  # same job, other code
+
+
+def test_key_follows_the_weight_bytes_of_a_same_size_file(tmp_path):
+    """Swapping one tensor for another of the same shape keeps every file name and size: the key
+    must still change (header plus a sampled digest of every tensor's bytes)."""
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"layers.{i}.w": torch.randn(64, 300, generator=g) for i in range(4)}
+    save_file(tensors, str(folder / "model.safetensors"))
+    spec = _spec(tmp_path / "w.txt", model=ModelSpec(name="m", source="hf", path=str(folder)))
+    (tmp_path / "w.txt").write_text("words " * 50)
+    k = jobkey.job_key(spec, "cpu")[0]
+    size = (folder / "model.safetensors").stat().st_size
+    for name in tensors:  # each tensor in turn, anywhere in the file
+        swapped = dict(tensors, **{name: torch.randn(64, 300, generator=g)})
+        save_file(swapped, str(folder / "model.safetensors"))
+        assert (folder / "model.safetensors").stat().st_size == size
+        assert jobkey.job_key(spec, "cpu")[0] != k, name
+    save_file(tensors, str(folder / "model.safetensors"))
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # same bytes, other mtime: same key
+    assert jobkey.job_key(spec, "cpu")[0] == k
+
+
+def test_non_safetensors_weights_are_sampled(tmp_path):
+    from fptq.study.identity import weights_digest
+
+    f = tmp_path / "w.bin"
+    data = bytearray(os.urandom(1 << 20))
+    f.write_bytes(bytes(data))
+    d = weights_digest(f)
+    data[-1] ^= 1  # the tail is always read
+    f.write_bytes(bytes(data))
+    assert weights_digest(f) != d

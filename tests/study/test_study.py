@@ -139,3 +139,67 @@ def test_bad_group_size_fails_before_loading(tmp_path):
     assert "group_size=4096 is wider than" in out and "use a group size <= 128" in out
     assert "fp wikitext2" not in out and not rows(tmp_path)  # no baseline, no calibration, no row
     assert "Traceback" not in out  # the user's input, not a bug: the message alone (exit 2)
+
+
+def _kill_after(tmp_path, block):
+    return [
+        "+hydra.callbacks.kill._target_=study_faults.KillAfterBlock",
+        f"+hydra.callbacks.kill.block={block}",
+        f"+hydra.callbacks.kill.marker={tmp_path / 'killed'}",
+    ]
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_a_killed_job_resumes_at_its_first_unfinished_block_bit_for_bit(tmp_path):
+    """SIGKILL after block 0's state (tiny-llama has 2 blocks; GPTQ, act-order, true-sequential):
+    the relaunch starts at block 1 and gives the uninterrupted run's tensors, perplexity and layer
+    report exactly; the work folder is gone once the row is written."""
+    common = [
+        "quant=w4a8_fptq_gptq",
+        "quant.weight.gptq.act_order=true",
+        "quant.weight.gptq.true_sequential=true",
+        "save.dir=auto",
+    ]
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    fptq_run([*common, f"hydra.run.dir={ref / 'run'}", f"paths.results_dir={ref / 'results'}"], ref)
+    out = fptq_run(
+        [*common, f"hydra.run.dir={tmp_path / 'a'}", *_kill_after(tmp_path, 0)], tmp_path, ok=False
+    )
+    assert rows(tmp_path) == [] and (tmp_path / "killed").exists()
+    (work,) = (tmp_path / "results" / "work").iterdir()
+    assert sorted(p.name for p in work.iterdir()) == ["block-0000.pt", "inputs-0001.pt", "manifest.json"]
+    out = fptq_run([*common, f"hydra.run.dir={tmp_path / 'b'}", *_kill_after(tmp_path, 0)], tmp_path)
+    assert f"resuming {work.name} at block 1 of 2" in out
+    (row,) = rows(tmp_path)
+    (ref_row,) = ResultStore(str(ref / "results")).read()
+    assert row["job_key"] == ref_row["job_key"] and row["ppl_wikitext2"] == ref_row["ppl_wikitext2"]
+    store, ref_store = ResultStore(str(tmp_path / "results")), ResultStore(str(ref / "results"))
+    assert store.layers(row)["layers"] == ref_store.layers(ref_row)["layers"]
+    a, b = _tensors(tmp_path / "b" / "checkpoint"), _tensors(ref / "run" / "checkpoint")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["resumed"] == {"at_block": 1, "of": 2}
+    assert not work.exists()
+
+
+def test_a_corrupt_block_state_is_redone_never_trusted(tmp_path):
+    common = ["quant=w4a8_rtn", "save.dir=auto"]
+    fptq_run([*common, f"hydra.run.dir={tmp_path / 'a'}", *_kill_after(tmp_path, 1)], tmp_path, ok=False)
+    (work,) = (tmp_path / "results" / "work").iterdir()
+    f = work / "block-0001.pt"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    f.write_bytes(bytes(data))
+    out = fptq_run([*common, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    assert "block-0001.pt does not match its manifest entry" in out and "resuming" in out
+    assert "at block 1 of 2" in out  # block 1 redone from its kept inputs
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    fptq_run([*common, f"hydra.run.dir={ref / 'run'}", f"paths.results_dir={ref / 'results'}"], ref)
+    a, b = _tensors(tmp_path / "b" / "checkpoint"), _tensors(ref / "run" / "checkpoint")
+    assert all(a[k].equal(b[k]) for k in a)
