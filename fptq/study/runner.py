@@ -26,6 +26,7 @@ from fptq.quant.pipeline import quantize_model
 from fptq.quant.qlinear import set_backend
 from fptq.quant.report import QuantReport
 from fptq.study.baseline import BaselineCache
+from fptq.study.claim import Claim
 from fptq.study.jobkey import job_key
 from fptq.study.preflight import PreflightError, preflight
 from fptq.study.record import make_result, store_row
@@ -303,19 +304,39 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
     device = resolve_device(spec.device)
     key, parts = job_key(spec, device.type)
     done = resume(spec, key, parts)
-    if done is not None and spec.save.dir is not None and not saved_output_present(spec, done):
-        log.info(
-            "job %s has a row but not the checkpoint asked for (save.dir=%s, format %s): running it "
-            "again to write it",
-            key,
-            spec.save.dir,
-            spec.save.format,
-        )
-        done = None
-    if done is not None:
+    if done is not None and (spec.save.dir is None or saved_output_present(spec, done)):
         if spec.save.dir is not None:
             log.info("the checkpoint asked for is already there: %s", done.get("checkpoint"))
         return {"skipped": True, "job_key": key, "row": done}
+    # identical jobs of a parallel sweep run once: the second waits for the first one's row
+    claim = Claim(work_folder(spec, key))
+    store = ResultStore(spec.paths.results_dir)
+    wants_row = spec.resume and spec.save.dir is None
+    other = claim.acquire(
+        lambda: store.get(key) if wants_row else None, what=f"{spec.model.name}/{spec.quant.name} (job {key})"
+    )
+    if other is not None:
+        log.info("job %s was run by an identical job of this sweep: its row is this job's result", key)
+        return {"skipped": True, "job_key": key, "row": other}
+    try:
+        if wants_row and done is None and store.get(key) is not None:  # finished while we claimed
+            claim.release()
+            return {"skipped": True, "job_key": key, "row": store.get(key)}
+        if done is not None:
+            log.info(
+                "job %s has a row but not the checkpoint asked for (save.dir=%s, format %s): running it "
+                "again to write it",
+                key,
+                spec.save.dir,
+                spec.save.format,
+            )
+        return _run(spec, out_dir, config, overrides, key, parts, t_start, device)
+    finally:
+        claim.release()
+
+
+def _run(spec, out_dir, config, overrides, key, parts, t_start, device) -> Dict[str, Any]:
+    """The job's work, its claim held."""
     torch.manual_seed(spec.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,13 @@ def test_a_killed_job_resumes_at_its_first_unfinished_block_bit_for_bit(tmp_path
     )
     assert rows(tmp_path) == [] and (tmp_path / "killed").exists()
     (work,) = (tmp_path / "results" / "work").iterdir()
-    assert sorted(p.name for p in work.iterdir()) == ["block-0000.pt", "inputs-0001.pt", "manifest.json"]
+    # the killed job's claim stays (its PID is dead: the relaunch takes it over)
+    assert sorted(p.name for p in work.iterdir()) == [
+        "block-0000.pt",
+        "inputs-0001.pt",
+        "manifest.json",
+        "owner.json",
+    ]
     out = fptq_run([*common, f"hydra.run.dir={tmp_path / 'b'}", *_kill_after(tmp_path, 0)], tmp_path)
     assert f"resuming {work.name} at block 1 of 2" in out
     (row,) = rows(tmp_path)
@@ -203,3 +209,23 @@ def test_a_corrupt_block_state_is_redone_never_trusted(tmp_path):
     fptq_run([*common, f"hydra.run.dir={ref / 'run'}", f"paths.results_dir={ref / 'results'}"], ref)
     a, b = _tensors(tmp_path / "b" / "checkpoint"), _tensors(ref / "run" / "checkpoint")
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_identical_jobs_of_a_parallel_sweep_run_once(tmp_path):
+    """Two identical jobs in one submitit sweep (parallel processes): one runs, the other waits for
+    its row and reports it; one row, one quantization."""
+    sweep = [
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.timeout_min=10",
+        "quant=w4a8_rtn,w4a8_rtn",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    fptq_run(sweep, tmp_path)
+    (row,) = rows(tmp_path)
+    logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
+    ran = len(list((tmp_path / "sweep").rglob("result.json")))
+    assert ran == 1, logs[-3000:]
+    # the second either waited for the first one's row or started after it was written
+    assert "an identical job is running" in logs or "already has a row" in logs, logs[-3000:]
+    assert not (tmp_path / "results" / "work").exists() or not any((tmp_path / "results" / "work").iterdir())
