@@ -52,3 +52,32 @@ class KillAfterBlock(Callback):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         BlockState.save = save
+
+
+class StallAfterBlock(Callback):
+    """Once (marker file), after block `block`'s state is written: write the Slurm job id of this
+    job to `marker` and sleep `seconds`, so a test can scancel it or let its time limit pass."""
+
+    def __init__(self, scheme: str, block: int, marker: str, seconds: float = 600):
+        self.scheme, self.block, self.marker, self.seconds = scheme, int(block), Path(marker), float(seconds)
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if config.quant.name != self.scheme or self.marker.exists():
+            return
+        import time
+
+        from fptq.quant.blockstate import BlockState
+
+        original = BlockState.save
+        block, marker, seconds = self.block, self.marker, self.seconds
+
+        def save(state, bi, *args, **kw):
+            original(state, bi, *args, **kw)
+            if bi == block and not marker.exists():
+                job = (
+                    os.environ.get("SLURM_ARRAY_JOB_ID", "") + "_" + os.environ.get("SLURM_ARRAY_TASK_ID", "")
+                )
+                marker.write_text(job if job != "_" else os.environ.get("SLURM_JOB_ID", ""))
+                time.sleep(seconds)
+
+        BlockState.save = save

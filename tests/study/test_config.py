@@ -211,6 +211,7 @@ def test_unknown_option_lists_available(group, bad):
             },
         ),
         ("local", "LocalLauncher", {"gpus_per_node": 1, "timeout_min": 30}),
+        ("slurm_local", "SlurmLauncher", {"partition": "debug", "max_num_timeout": 5, "cpus_per_task": 2}),
     ],
 )
 def test_launcher_presets_compose_and_every_field_overrides(launcher, target, fields):
@@ -220,6 +221,17 @@ def test_launcher_presets_compose_and_every_field_overrides(launcher, target, fi
     lc = cfg.hydra.launcher
     assert lc._target_.endswith(target)
     assert {k: lc[k] for k in fields} == fields
+
+
+def test_slurm_presets_requeue_after_a_time_limit():
+    # hydra-submitit-launcher's default max_num_timeout is 0: a job reaching its time limit would
+    # not be requeued, and with resume_blocks it would continue where it stopped
+    for launcher in ("slurm", "slurm_local"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True
+            )
+        assert cfg.hydra.launcher.max_num_timeout == 3 and cfg.hydra.launcher.signal_delay_s > 0
 
 
 def test_run_folders_carry_a_random_id():
