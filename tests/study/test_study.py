@@ -5,9 +5,9 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from conftest import TEXT, fptq_env
 from conftest import fptq_run as _fptq_run
