@@ -41,12 +41,12 @@ def fptq_env(tmp_path: Path) -> dict:
     )
 
 
-def fptq_run(args, tmp_path: Path, ok: bool = True, wiki: str = "wiki.txt") -> subprocess.CompletedProcess:
-    """`fptq-run debug=tiny <args>` in tmp_path on a small text file (tmp_path/<wiki>), with the
-    store in tmp_path/results; asserts the exit status."""
+def _cli(args, tmp_path: Path, wiki: str) -> list:
+    """The command line of `fptq-run debug=tiny <args>` on tmp_path/<wiki> (written if missing),
+    with the store in tmp_path/results."""
     if not (tmp_path / wiki).exists():
         (tmp_path / wiki).write_text(TEXT)
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "fptq.study.cli",
@@ -56,8 +56,30 @@ def fptq_run(args, tmp_path: Path, ok: bool = True, wiki: str = "wiki.txt") -> s
         f"paths.results_dir={tmp_path / 'results'}",
         "eval.progress=false",
     ]
+
+
+def fptq_popen(args, tmp_path: Path, wiki: str = "wiki.txt") -> subprocess.Popen:
+    """fptq_run's job started in the background (text output in .stdout, stderr merged)."""
+    return subprocess.Popen(
+        _cli(args, tmp_path, wiki),
+        cwd=tmp_path,
+        env=fptq_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def fptq_run(args, tmp_path: Path, ok: bool = True, wiki: str = "wiki.txt") -> subprocess.CompletedProcess:
+    """`fptq-run debug=tiny <args>` in tmp_path on a small text file (tmp_path/<wiki>), with the
+    store in tmp_path/results; asserts the exit status."""
     proc = subprocess.run(
-        cmd, cwd=tmp_path, env=fptq_env(tmp_path), capture_output=True, text=True, timeout=900
+        _cli(args, tmp_path, wiki),
+        cwd=tmp_path,
+        env=fptq_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

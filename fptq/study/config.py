@@ -141,6 +141,14 @@ def _known_keys(cls: type) -> List[str]:
     return keys
 
 
+def _unknown(where: str, key: str, known: List[str], label: str) -> str:
+    """The message for an unknown key under `where`, with the closest known key."""
+    prefix = f"{where}." if where else ""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+    return f"unknown config key {prefix + key!r}{hint} ({label}: {', '.join(known)})"
+
+
 def unknown_keys(cls: type, data: Any, where: str = "") -> List[str]:
     """Every key of `data` that no field of spec `cls` (recursively) or registered method takes,
     each with the closest known key. Hydra's `+key=value` adds keys that the schema would refuse
@@ -156,24 +164,14 @@ def unknown_keys(cls: type, data: Any, where: str = "") -> List[str]:
     for k, v in data.items():
         path = f"{where}.{k}" if where else str(k)
         if k not in known:
-            close = difflib.get_close_matches(str(k), known, n=1)
-            hint = f"; did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
-            out.append(
-                f"unknown config key {path!r}{hint} ({where or 'the top level'} has: {', '.join(known)})"
-            )
+            out.append(_unknown(where, str(k), known, f"{where or 'the top level'} has"))
             continue
         f = next((f for f in dataclasses.fields(cls) if f.name == k), None)
         if f is None or not isinstance(v, dict):
             continue
         if "per_method" in f.metadata:  # not inline: {method name: settings}
             names = REGISTRIES[f.metadata["per_method"]].names()
-            for m in v:
-                if m not in names:
-                    close = difflib.get_close_matches(str(m), names, n=1)
-                    hint = f"; did you mean {path + '.' + close[0]!r}?" if close else ""
-                    out.append(
-                        f"unknown config key {path + '.' + str(m)!r}{hint} (known: {', '.join(names)})"
-                    )
+            out += [_unknown(path, str(m), names, "known") for m in v if m not in names]
             continue
         tp = hints[k]
         if typing.get_origin(tp) is Union:

@@ -89,19 +89,21 @@ def prompt_ids(spec: RunSpec, tok) -> Optional[torch.Tensor]:
     return torch.tensor(tok(spec.eval.prompt, add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
-def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> Dict[str, Any]:
+def _window_args(spec: RunSpec, tok, dataset: str, tag: str) -> Dict[str, Any]:
+    """perplexity()'s protocol arguments for `dataset` (seqlen, windows, BOS, prompt, progress)."""
     e = spec.eval
-    bos = tok.bos_token_id if spec.model.add_bos else None
-    return perplexity(
-        model,
-        streams[dataset],
-        e.seqlen,
-        e.windows_for(dataset),
-        bos,
-        e.progress,
+    return dict(
+        seqlen=e.seqlen,
+        max_windows=e.windows_for(dataset),
+        bos_id=tok.bos_token_id if spec.model.add_bos else None,
+        progress=e.progress,
         desc=f"{tag} {dataset}",
         prefix_ids=prompt_ids(spec, tok),
-    ).as_dict()
+    )
+
+
+def ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, tag: str) -> Dict[str, Any]:
+    return perplexity(model, streams[dataset], **_window_args(spec, tok, dataset, tag)).as_dict()
 
 
 def baseline(
@@ -133,19 +135,9 @@ def baseline(
 def _fp_ppl(spec: RunSpec, model, tok, streams: Streams, dataset: str, device) -> Dict[str, Any]:
     if spec.model.onload != "sequential":
         return ppl(spec, model, tok, streams, dataset, "fp")
-    e = spec.eval
-    bos = tok.bos_token_id if spec.model.add_bos else None
     loader = BlockLoader(model, spec.model.torch_dtype, device)
     return perplexity_blockwise(
-        model,
-        streams[dataset],
-        loader,
-        e.seqlen,
-        e.windows_for(dataset),
-        bos,
-        e.progress,
-        desc=f"fp {dataset}",
-        prefix_ids=prompt_ids(spec, tok),
+        model, streams[dataset], loader, **_window_args(spec, tok, dataset, "fp")
     ).as_dict()
 
 

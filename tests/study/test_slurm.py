@@ -7,12 +7,11 @@ with FPTQ_REQUIRE_SLURM=1 (CI, after `scripts/slurm-local up`) a missing cluster
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import TEXT, fptq_env
+from conftest import fptq_popen
 from conftest import fptq_run as _fptq_run
 from fptq.study.store import ResultStore
 
@@ -80,24 +79,6 @@ def test_a_sweep_through_slurm_writes_one_row_per_job(tmp_path):
     assert states.count("COMPLETED") == 4, states
 
 
-def _launch(tmp_path, args):
-    """fptq-run in the background (conftest.fptq_run's arguments)."""
-    (tmp_path / "wiki.txt").write_text(TEXT)
-    cmd = [
-        sys.executable,
-        "-m",
-        "fptq.study.cli",
-        *args,
-        "debug=tiny",
-        f"data.wikitext2={tmp_path / 'wiki.txt'}",
-        f"paths.results_dir={tmp_path / 'results'}",
-        "eval.progress=false",
-    ]
-    return subprocess.Popen(
-        cmd, cwd=tmp_path, env=fptq_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
 def _stall(tmp_path, scheme, seconds):
     return [
         "+hydra.callbacks.stall._target_=study_faults.StallAfterBlock",
@@ -118,7 +99,7 @@ def _wait_for(path, timeout=240):
 
 def test_a_cancelled_job_leaves_no_row_and_a_relaunch_runs_only_it(tmp_path):
     schemes = ["w8a8_rtn", "w4a8_rtn", "w4a16_rtn_g128"]
-    proc = _launch(tmp_path, _sweep(tmp_path, schemes, *_stall(tmp_path, "w4a8_rtn", 600)))
+    proc = fptq_popen(_sweep(tmp_path, schemes, *_stall(tmp_path, "w4a8_rtn", 600)), tmp_path)
     job = _wait_for(tmp_path / "stalled")
     subprocess.run(["scancel", job], check=True)
     out, _ = proc.communicate(timeout=600)
