@@ -311,9 +311,9 @@ def run(spec: RunSpec, out_dir: str, config: Dict[str, Any], overrides: str = ""
         log.info("job %s was run by an identical job of this sweep: its row is this job's result", key)
         return {"skipped": True, "job_key": key, "row": other}
     try:
-        if wants_row and done is None and store.get(key) is not None:  # finished while we claimed
-            claim.release()
-            return {"skipped": True, "job_key": key, "row": store.get(key)}
+        finished = store.get(key) if wants_row and done is None else None
+        if finished is not None:  # the owner before us finished while we claimed
+            return {"skipped": True, "job_key": key, "row": finished}
         if done is not None:
             log.info(
                 "job %s has a row but not the checkpoint asked for (save.dir=%s, format %s): running it "
