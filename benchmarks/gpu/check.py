@@ -672,6 +672,8 @@ def main(argv=None) -> int:
             result["errors"][sec] = traceback.format_exc()
             print(result["errors"][sec], file=sys.stderr, flush=True)
         print(f"{sec}: {time.perf_counter() - t0:.1f} s", flush=True)
+        result["wall_s"] = budget.used()  # written after every section: a run cut short keeps what it has
+        (out / "check.json").write_text(json.dumps(result, indent=1, default=str))
     result["wall_s"] = budget.used()
     (out / "check.json").write_text(json.dumps(result, indent=1, default=str))
     text = render(result)
