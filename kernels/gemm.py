@@ -79,6 +79,17 @@ def _unpack_hi(b, ASM: tl.constexpr):
         return b & -16
 
 
+# the qoq second level on four weights per 32-bit register (see _qoq_level2): the nibbles to bytes,
+# q = nibble ^ 8, p = q * s_g (one multiply, no carries), then p - z s_g bytewise (SWAR)
+_QOQ_SCALE_SUB = (
+    " xor.b32 q, q, 0x08080808; and.b32 t, $2, 0xFF; mul.lo.u32 p, q, t; or.b32 t, p, 0x80808080; "
+    "and.b32 u, $3, 0x7F7F7F7F; sub.u32 t, t, u; xor.b32 u, p, $3; not.b32 u, u; and.b32 u, u, 0x80808080; "
+    "xor.b32 $0, t, u; }"
+)
+_QOQ_LO = tl.constexpr("{ .reg .b32 q, p, t, u; and.b32 q, $1, 0x0F0F0F0F;" + _QOQ_SCALE_SUB)
+_QOQ_HI = tl.constexpr("{ .reg .b32 q, p, t, u; shr.b32 q, $1, 4; and.b32 q, q, 0x0F0F0F0F;" + _QOQ_SCALE_SUB)
+
+
 @triton.jit
 def _qoq_level2(b, sg, zs, HIGH: tl.constexpr, ASM: tl.constexpr):
     """The qoq format's integer second level on packed bytes: int8 w8 = (q - z) s_g for the low (or
@@ -93,25 +104,11 @@ def _qoq_level2(b, sg, zs, HIGH: tl.constexpr, ASM: tl.constexpr):
     if ASM:
         if HIGH:
             return tl.inline_asm_elementwise(
-                "{ .reg .b32 q, p, t, u; shr.b32 q, $1, 4; and.b32 q, q, 0x0F0F0F0F; xor.b32 q, q, 0x08080808; "
-                "and.b32 t, $2, 0xFF; mul.lo.u32 p, q, t; or.b32 t, p, 0x80808080; and.b32 u, $3, 0x7F7F7F7F; "
-                "sub.u32 t, t, u; xor.b32 u, p, $3; not.b32 u, u; and.b32 u, u, 0x80808080; xor.b32 $0, t, u; }",
-                "=r,r,r,r",
-                [b, sg, zs],
-                dtype=tl.int8,
-                is_pure=True,
-                pack=4,
+                _QOQ_HI, "=r,r,r,r", [b, sg, zs], dtype=tl.int8, is_pure=True, pack=4
             )
         else:
             return tl.inline_asm_elementwise(
-                "{ .reg .b32 q, p, t, u; and.b32 q, $1, 0x0F0F0F0F; xor.b32 q, q, 0x08080808; "
-                "and.b32 t, $2, 0xFF; mul.lo.u32 p, q, t; or.b32 t, p, 0x80808080; and.b32 u, $3, 0x7F7F7F7F; "
-                "sub.u32 t, t, u; xor.b32 u, p, $3; not.b32 u, u; and.b32 u, u, 0x80808080; xor.b32 $0, t, u; }",
-                "=r,r,r,r",
-                [b, sg, zs],
-                dtype=tl.int8,
-                is_pure=True,
-                pack=4,
+                _QOQ_LO, "=r,r,r,r", [b, sg, zs], dtype=tl.int8, is_pure=True, pack=4
             )
     else:
         if HIGH:

@@ -38,6 +38,22 @@ def _padded_base(hm: torch.Tensor, m: int, m_pad: int, device) -> torch.Tensor:
 
 
 @triton.jit
+def _rotate(x, HM, rm, M_PAD: tl.constexpr, P: tl.constexpr, LOG_P: tl.constexpr, DENSE: tl.constexpr):
+    """An (M_PAD, P) fp32 row tile times H_m (x) H_P, unnormalized: the butterflies, then the Paley factor."""
+    for s in tl.static_range(LOG_P):  # Sylvester butterflies: pairs (j, j + h) in blocks of 2h
+        x = tl.reshape(x, (M_PAD, P // (2 << s), 2, 1 << s))
+        x = tl.permute(x, (0, 1, 3, 2))
+        a, b = tl.split(x)
+        x = tl.permute(tl.join(a + b, a - b), (0, 1, 3, 2))
+        x = tl.reshape(x, (M_PAD, P))
+    if DENSE:  # the Paley factor: y[i, :] = sum_j H_m[i, j] x[j, :]
+        rk = tl.arange(0, M_PAD)
+        h = tl.load(HM + rm[:, None] * M_PAD + rk[None, :])
+        x = tl.dot(h, x, input_precision="ieee")
+    return x
+
+
+@triton.jit
 def _fwht_kernel(
     X,
     Y,
@@ -57,17 +73,22 @@ def _fwht_kernel(
     offs = rm[:, None] * P + rp[None, :]
     mask = (rm[:, None] < M) & (rp[None, :] < P)
     x = tl.load(X + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-    for s in tl.static_range(LOG_P):  # Sylvester butterflies: pairs (j, j + h) in blocks of 2h
-        x = tl.reshape(x, (M_PAD, P // (2 << s), 2, 1 << s))
-        x = tl.permute(x, (0, 1, 3, 2))
-        a, b = tl.split(x)
-        x = tl.permute(tl.join(a + b, a - b), (0, 1, 3, 2))
-        x = tl.reshape(x, (M_PAD, P))
-    if DENSE:  # the Paley factor: y[i, :] = sum_j H_m[i, j] x[j, :]
-        rk = tl.arange(0, M_PAD)
-        h = tl.load(HM + rm[:, None] * M_PAD + rk[None, :])
-        x = tl.dot(h, x, input_precision="ieee")
+    x = _rotate(x, HM, rm, M_PAD, P, LOG_P, DENSE)
     tl.store(Y + row * stride_y + offs, (x / norm).to(Y.dtype.element_ty), mask=mask)
+
+
+def _plan(n: int, m: int, hm, device, what: str):
+    """(the padded base matrix or None, the row kernels' shape constexprs and warps) for order
+    n = m x p, p a power of two."""
+    p = n // m
+    if n % m or p & (p - 1):
+        raise ValueError(f"{what}: {n} is not {m} x a power of two")
+    dense = m > 1
+    m_pad = max(DOT_MIN, triton.next_power_of_2(m)) if dense else 1
+    if dense and p < DOT_MIN:
+        raise ValueError(f"{what}: order {n} = {m} x {p} needs a power-of-two part >= {DOT_MIN}")
+    meta = dict(M=m, M_PAD=m_pad, P=p, LOG_P=p.bit_length() - 1, DENSE=dense, num_warps=row_warps(m_pad, p))
+    return (_padded_base(hm, m, m_pad, device) if dense else None), meta
 
 
 def fwht(x: torch.Tensor, m: int, hm: torch.Tensor = None) -> torch.Tensor:
@@ -75,19 +96,10 @@ def fwht(x: torch.Tensor, m: int, hm: torch.Tensor = None) -> torch.Tensor:
     (m, m) +-1 base matrix (None for m = 1), in one Triton program per row. The orders and base
     matrices come from `fptq.quant.hadamard` (`fwht_triton` there factors n)."""
     n = x.shape[-1]
-    p = n // m
-    if n % m or p & (p - 1):
-        raise ValueError(f"fwht (Triton): {n} is not {m} x a power of two")
+    H, meta = _plan(n, m, hm, x.device, "fwht (Triton)")
     rows = x.reshape(-1, n).contiguous()
     y = torch.empty_like(rows)
-    dense = m > 1
-    m_pad = max(DOT_MIN, triton.next_power_of_2(m)) if dense else 1
-    if dense and p < DOT_MIN:
-        raise ValueError(f"fwht (Triton): order {n} = {m} x {p} needs a power-of-two part >= {DOT_MIN}")
-    if dense:
-        H = _padded_base(hm, m, m_pad, x.device)
-    else:
-        H = rows  # unused
+    H = rows if H is None else H  # unused when not dense
     _fwht_kernel[(rows.shape[0],)](
         rows,
         y,
@@ -95,12 +107,7 @@ def fwht(x: torch.Tensor, m: int, hm: torch.Tensor = None) -> torch.Tensor:
         rows.stride(0),
         y.stride(0),
         math.sqrt(n),
-        M=m,
-        M_PAD=m_pad,
-        P=p,
-        LOG_P=p.bit_length() - 1,
-        DENSE=dense,
-        num_warps=row_warps(m_pad, p),
+        **meta,
     )
     return y.reshape(x.shape)
 
@@ -136,17 +143,7 @@ def _fwht_quant_kernel(
     x = tl.load(X + row * stride_x + offs, mask=mask, other=0.0)
     if HAS_D:
         x = x * tl.load(D + offs, mask=mask, other=0.0).to(x.dtype)  # x * D in the input's dtype
-    x = x.to(tl.float32)
-    for s in tl.static_range(LOG_P):
-        x = tl.reshape(x, (M_PAD, P // (2 << s), 2, 1 << s))
-        x = tl.permute(x, (0, 1, 3, 2))
-        a, b = tl.split(x)
-        x = tl.permute(tl.join(a + b, a - b), (0, 1, 3, 2))
-        x = tl.reshape(x, (M_PAD, P))
-    if DENSE:
-        rk = tl.arange(0, M_PAD)
-        h = tl.load(HM + rm[:, None] * M_PAD + rk[None, :])
-        x = tl.dot(h, x, input_precision="ieee")
+    x = _rotate(x.to(tl.float32), HM, rm, M_PAD, P, LOG_P, DENSE)
     # the rotated row in the input's dtype, as the unfused rotation stores it before quant_act reads it
     y = (x / norm).to(X.dtype.element_ty).to(tl.float32)
     if STATIC:
@@ -180,20 +177,11 @@ def fwht_quant(
     if x.dim() != 2:
         raise ValueError(f"fwht_quant expects (M, n), got {tuple(x.shape)}")
     n = x.shape[-1]
-    p = n // m
-    if n % m or p & (p - 1):
-        raise ValueError(f"fwht_quant: {n} is not {m} x a power of two")
-    dense = m > 1
-    m_pad = max(DOT_MIN, triton.next_power_of_2(m)) if dense else 1
-    if dense and p < DOT_MIN:
-        raise ValueError(f"fwht_quant: order {n} = {m} x {p} needs a power-of-two part >= {DOT_MIN}")
+    H, meta = _plan(n, m, hm, x.device, "fwht_quant")
     rows = x.contiguous()
     q = torch.empty(rows.shape, dtype=torch.int8, device=x.device)
     s = torch.empty((rows.shape[0],), dtype=torch.float32, device=x.device)
-    if dense:
-        H = _padded_base(hm, m, m_pad, x.device)
-    else:
-        H = s  # unused
+    H = s if H is None else H  # unused when not dense
     _fwht_quant_kernel[(rows.shape[0],)](
         rows,
         q,
@@ -207,11 +195,6 @@ def fwht_quant(
         QMAX=2 ** (bits - 1) - 1,
         STATIC=static_scale is not None,
         HAS_D=signs is not None,
-        M=m,
-        M_PAD=m_pad,
-        P=p,
-        LOG_P=p.bit_length() - 1,
-        DENSE=dense,
-        num_warps=row_warps(m_pad, p),
+        **meta,
     )
     return q, s
