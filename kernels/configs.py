@@ -166,6 +166,13 @@ def pick(
     return _config(tile, split)
 
 
+def row_warps(m_pad: int, p: int) -> int:
+    """Warps for one row of m_pad x p floats held in registers: 4 up to 4K elements, then one more
+    per 1K, at most 32 (a 28672-wide row, padded to 32 x 1024: 32 warps, 32 floats per thread;
+    16 warps spill 2.7 KB there, measured with the sm_90a tier)."""
+    return max(4, min(32, (m_pad * p) // 1024))
+
+
 QUANT_ACT_ONE_PASS_MAX = 32768  # widest row quant_act holds in registers
 
 
@@ -362,8 +369,6 @@ class FwhtQuantCase:
 
     @property
     def options(self) -> Dict[str, int]:
-        from .hadamard import row_warps
-
         return {"num_warps": row_warps(self.m_pad, self.n // self.m), "num_stages": 1}
 
     def describe(self) -> Dict[str, object]:

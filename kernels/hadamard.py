@@ -15,16 +15,11 @@ import torch
 import triton
 import triton.language as tl
 
+from .configs import row_warps
+
 DOT_MIN = 16  # tl.dot's smallest tile side
 _PADDED = {}  # (m, device) -> the (m_pad, m_pad) float32 base matrix on the device (made once: no
 # host-to-device copy per call, which a CUDA graph capture would refuse)
-
-
-def row_warps(m_pad: int, p: int) -> int:
-    """Warps for one row of m_pad x p floats held in registers: 4 up to 4K elements, then one more
-    per 1K, at most 32 (a 28672-wide row, padded to 32 x 1024: 32 warps, 32 floats per thread;
-    16 warps spill 2.7 KB there, measured with the sm_90a tier)."""
-    return max(4, min(32, (m_pad * p) // 1024))
 
 
 def _padded_base(hm: torch.Tensor, m: int, m_pad: int, device) -> torch.Tensor:

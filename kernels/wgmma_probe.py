@@ -5,11 +5,9 @@ the accumulator carried) compiled for sm_90a in fp16 and in int8. Triton 3.9.0 k
 in flight in fp16 (`WARPGROUP.DEPBAR.LE gsb0, 0x1` in the loop) but waits for every group in int8
 (`0x0`): integer wgmma is not pipelined by the compiler, whatever the kernel does. That caps the
 prefill loops of kernels/gemm.py (benchmarks/kernels_static.md, lower bound). `python -m
-fptq.kernels.sm90 --probe` prints the waits; tests/kernels/test_sm90.py records them, so a Triton that
+fptq.kernels.sm90 --probe` (sm90.wgmma_waits) prints the waits; tests/kernels/test_sm90.py records them, so a Triton that
 lifts the limit shows up as a failing test.
 """
-
-import re
 
 import triton
 import triton.language as tl
@@ -32,18 +30,3 @@ def _probe_matmul(X, B, C, M, N, K, stride_xm, stride_bn, stride_cm,
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     tl.store(C + rm[:, None] * stride_cm + rn[None, :], acc.to(tl.float32).to(C.dtype.element_ty))
-
-
-def probe() -> dict:
-    """{dtype: the wgmma wait levels in the compiled SASS, in order} for fp16 and int8."""
-    from .sm90 import compile_sm90, sass
-
-    aligned = ["X", "B", "C", "N", "K", "stride_xm", "stride_bn", "stride_cm"]
-    out = {}
-    for dt in ("fp16", "i8"):
-        sig = dict(X="*" + dt, B="*" + dt, C="*fp16", M="i32", N="i32", K="i32")
-        sig.update(stride_xm="i32", stride_bn="i32", stride_cm="i32")
-        k = compile_sm90(_probe_matmul, sig, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), aligned,
-                         num_warps=8, num_stages=4)  # fmt: skip
-        out[dt] = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x[0-9a-f]+)", sass(k.asm["cubin"]))
-    return out
