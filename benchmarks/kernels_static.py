@@ -1,36 +1,70 @@
-"""A static performance model of the W4A8 GEMM on an H100, from the code compiled for sm_90a.
+"""A static performance model of the W4A8 GEMM on an H100 and an H200, from the code compiled for
+sm_90a: a projected upper and lower bound of its speed against bf16, never a measurement.
 
     .venv/bin/python benchmarks/kernels_static.py --out benchmarks/kernels_static.md
 
-Compiles every GPU config (`python -m fptq.kernels.sm90`: registers, spills, the main loop's SASS
-instruction counts), then for each LLaMA-2 shape and M reports the bytes moved, the instruction
-budget, and the projected time and speedup against bf16 at the H100 roofline. These are
-projections from counted bytes and instructions, not timings: no GPU was used. The "before" rows
-come from the same instrument run on the previous kernel (commit bbe474a), stored in
-benchmarks/kernels_static_before.json.
+Compiles every GPU config (`python -m fptq.kernels.sm90`: registers, shared memory, the main loop's
+SASS instruction counts, the instructions outside the loops), then for each LLaMA-2 shape and M
+projects the time of every launch a linear takes (`quant_act`, then the GEMM; or one fused GEMM) and
+sums them. No GPU was used for any number it prints.
 
-Model (per kernel; assumptions stated in the output):
-    t_mem   = HBM bytes / 3.35 TB/s
-    t_mma   = 2 M_pad N K / int8 peak (wgmma 1979 TOPS; mma.sync at half of it; M padded to the tile)
-    t_issue = total warp-instructions of the main loop / (4 per clock x 132 SMs x 1.83 GHz)
-    t       = max(t_mem, t_mma, t_issue), the best config the autotuner may pick
-    bf16    = max(bytes / 3.35 TB/s, 2 M N K / 989 TFLOPS)   (cuBLAS assumed at its roofline)
+Per launch (`project`), on a device `Device`:
+    programs P on S SMs: the busiest SM runs ceil(P / S) programs, so every term below is scaled by
+    the imbalance f = ceil(P / S) * S / P (1 when the programs divide evenly; 1.375 for 192 on 132)
+    t_mem   = HBM bytes / bandwidth
+    t_mma   = 2 M_pad N K / int8 peak (wgmma; mma.sync at half of it; M padded to the tile)
+    t_issue = warp-instructions / (4 per clock x S x clock): main loop x iterations, prologue loops,
+              and (lower bound only) the straight-line instructions outside the loops, once per program
+    upper bound (optimistic, the model before this one):  max(t_mem, t_mma, t_issue), f = 1, no launch cost
+    lower bound (pessimistic): launch + f * max(t_mem, t_mma + t_issue): tensor cores and issue
+              serialized (the prefill loops wait for every wgmma before the next K-tile), a fixed
+              launch-and-ramp cost per kernel
+A linear's time is the SUM over its launches, in both bounds (they run in series).
+bf16 = cuBLAS at its roofline, max(bytes / bandwidth, 2 M N K / bf16 peak), never imbalanced. The
+upper bound of the ratio divides it by the W4A8 upper bound; the lower bound adds the same launch cost
+to bf16's one launch and divides by the W4A8 lower bound (a fixed cost weighs on the short W4A8
+kernel more than on the long bf16 one; W4A8 pays it per launch, twice where it quantizes separately).
 """
 
 import argparse
 import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HBM = 3.35e12
-SMS = 132
-CLOCK = 1.83e9
-ISSUE = 4  # warp-instructions per clock per SM
-BF16_PEAK = 989.4e12
-INT8_PEAK = 1978.9e12
-MMA_SYNC_FRACTION = 0.5  # mma.sync (M = 16 tiles) against wgmma's int8 peak (an assumption)
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    hbm: float  # bytes / s
+    sms: int
+    clock: float  # Hz, sustained under load
+    bf16_peak: float  # dense FLOP / s
+    int8_peak: float  # dense OP / s (wgmma)
+    issue: int = 4  # warp-instructions issued per clock per SM (4 schedulers)
+    launch_s: float = 2e-6  # one kernel's launch, ramp to full bandwidth and tail (assumed, lower bound)
+
+    @property
+    def bytes_per_clock_per_sm(self) -> float:
+        return self.hbm / self.sms / self.clock
+
+    @property
+    def issue_per_byte(self) -> float:
+        """Warp-instructions a loop may issue per byte it streams before issue, not HBM, bounds it."""
+        return self.issue / self.bytes_per_clock_per_sm
+
+
+MMA_SYNC_FRACTION = 0.5  # mma.sync (the M = 16 decode tiles) against wgmma's int8 peak (assumed)
+# NVIDIA H100 SXM5 and H200 SXM datasheets: same GH100 die (132 SMs, 989 TFLOPS bf16 and 1979 TOPS
+# int8 dense), HBM3 at 3.35 TB/s against HBM3e at 4.8 TB/s. The clock is the sustained 1.83 GHz.
+H100 = Device("H100 SXM", 3.35e12, 132, 1.83e9, 989.4e12, 1978.9e12)
+H200 = Device("H200 SXM", 4.8e12, 132, 1.83e9, 989.4e12, 1978.9e12)
+DEVICES = [H100, H200]
+
 SHAPES = [  # name, K, N
     ("qkv (fused)", 4096, 12288),
     ("o_proj", 4096, 4096),
@@ -39,73 +73,142 @@ SHAPES = [  # name, K, N
     ("70B gate/up", 8192, 28672),
     ("70B down", 28672, 8192),
 ]
+SHAPES_7B = SHAPES[:4]
+SHAPES_70B = SHAPES[4:]
 GROUP = 128
-# (M, activations, group): decode with a static scale and per token (both fused into the GEMM),
-# prefill per group and per channel (the one-accumulator fast path)
-ROWS = [
-    (1, "static", GROUP),
-    (1, "token", GROUP),
-    (16, "token", GROUP),
-    (16, "static", GROUP),
-    (2048, "token", GROUP),
-    (2048, "token", 0),
-    (2048, "token", 64),
-    (2048, "token", 32),
+# (M, activations, group): decode with a static scale and per token (both fused into the GEMM at
+# M = 1), prefill per group and per channel (the one-accumulator path)
+ROWS = [  # (M, activations, group, format): "qoq" is QServe's progressive g128 (a per-channel int8 GEMM)
+    (1, "static", GROUP, "int"),
+    (1, "static", GROUP, "qoq"),
+    (1, "token", GROUP, "int"),
+    (16, "token", GROUP, "int"),
+    (16, "static", GROUP, "int"),
+    (2048, "token", GROUP, "int"),
+    (2048, "token", GROUP, "qoq"),
+    (2048, "token", 0, "int"),
+    (2048, "token", 64, "int"),
+    (2048, "token", 32, "int"),
 ]
-
-
-def compile_reports():
-    from fptq.kernels import sm90
-
-    return sm90.collect()
+# the issue's goals, at the LOWER bound: (M, group, shapes, device) -> ratio over bf16
+GOALS = [
+    ("prefill g128, 7B, M = 2048", 2048, "token", GROUP, "int", SHAPES_7B, H100, 1.3),
+    ("prefill g128 as qoq (progressive), 7B, M = 2048", 2048, "token", GROUP, "qoq", SHAPES_7B, H100, 1.3),
+    ("prefill per channel, 7B, M = 2048", 2048, "token", 0, "int", SHAPES_7B, H100, 1.6),
+    ("decode g128, 70B, M = 1, H200", 1, "static", GROUP, "int", SHAPES_70B, H200, 3.0),
+    ("decode g128, 7B, M = 1, H200", 1, "static", GROUP, "int", SHAPES_7B, H200, 2.5),
+]
 
 
 def cdiv(a, b):
     return -(-a // b)
 
 
-def bf16_time(M, N, K):
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch, as counted: bytes, programs and the instructions each program issues."""
+
+    name: str
+    bytes: int  # HBM traffic
+    programs: int
+    warps: int  # per program
+    loop_iters: int  # main-loop iterations per program
+    loop_instr: int  # per thread (= per warp) per iteration
+    other_instr: int = 0  # per thread per program: loops without tensor-core ops (prologues)
+    outside_instr: int = 0  # per thread per program: straight-line code (lower bound only)
+    mma_ops: float = 0.0  # 2 M_pad N K
+    mma_peak_fraction: float = 1.0  # of the device's int8 peak (mma.sync: its fraction)
+
+    def warp_instructions(self, outside: bool) -> float:
+        per_thread = (
+            self.loop_iters * self.loop_instr + self.other_instr + (self.outside_instr if outside else 0)
+        )
+        return self.programs * self.warps * per_thread
+
+
+def imbalance(programs: int, sms: int) -> float:
+    """The busiest SM's share of the work over the mean: ceil(P / S) / (P / S)."""
+    return math.ceil(programs / sms) * sms / programs if programs else 1.0
+
+
+def project(launch: Launch, dev: Device) -> Dict[str, float]:
+    """Both bounds of one launch's time on `dev` (seconds), with their terms."""
+    t_mem = launch.bytes / dev.hbm
+    peak = dev.int8_peak * launch.mma_peak_fraction
+    t_mma = launch.mma_ops / peak if launch.mma_ops else 0.0
+    rate = dev.issue * dev.sms * dev.clock
+    t_issue = launch.warp_instructions(False) / rate
+    f = imbalance(launch.programs, dev.sms)
+    t_issue_all = launch.warp_instructions(True) / rate
+    upper = max(t_mem, t_mma, t_issue)
+    lower = dev.launch_s + f * max(t_mem, t_mma + t_issue_all)
+    bound = max(("memory", t_mem), ("tensor core", t_mma), ("issue", t_issue), key=lambda x: x[1])[0]
+    return dict(
+        upper=upper,  # the fastest the launch may run (optimistic)
+        lower=lower,  # the slowest the model allows (pessimistic)
+        t_mem=t_mem,
+        t_mma=t_mma,
+        t_issue=t_issue,
+        t_issue_all=t_issue_all,
+        imbalance=f,
+        bound=bound,
+        budget=t_mem * rate,  # warp-instructions that fit in the memory time
+        warp_instr=launch.warp_instructions(False),
+    )
+
+
+def project_all(launches: List[Launch], dev: Device) -> Dict[str, float]:
+    """A linear's launches run in series: both bounds are sums."""
+    parts = [project(x, dev) for x in launches]
+    return dict(upper=sum(p["upper"] for p in parts), lower=sum(p["lower"] for p in parts), parts=parts)
+
+
+def bf16_time(M, N, K, dev: Device = H100):
     bytes_ = N * K * 2 + M * K * 2 + M * N * 2
-    return max(bytes_ / HBM, 2 * M * N * K / BF16_PEAK), bytes_
+    return max(bytes_ / dev.hbm, 2 * M * N * K / dev.bf16_peak), bytes_
 
 
-def w4a8_bytes(M, N, K, group, fused):
+def w4a8_bytes(M, N, K, group, fused, fmt="int"):
     weights = N * K // 2
-    scales = cdiv(K, group) * N * 2 if group else N * 2
-    if fused:  # float activations read once by the GEMM
-        acts = M * K * 2
-    else:  # quant_act reads fp16 and writes int8; the GEMM reads the int8 codes
-        acts = M * K * 2 + M * K + M * K
+    if fmt == "qoq":  # int8 group scales and zeros, a float32 scale per channel
+        scales = cdiv(K, group) * N * 2 + N * 4
+    else:
+        scales = cdiv(K, group) * N * 2 if group else N * 2
+    acts = M * K * 2 if fused else M * K  # float activations read by the GEMM, or int8 codes
     out = M * N * 2
     return weights, scales, acts, out
 
 
-def project(M, N, K, bm, bn, bk, warps, instr, split, group, fused, wgmma=True, prologue=0):
-    weights, scales, acts, out = w4a8_bytes(M, N, K, group, fused)
-    t_mem = (weights + scales + acts + out) / HBM
-    m_pad = cdiv(M, bm) * bm
-    peak = INT8_PEAK * (1.0 if wgmma else MMA_SYNC_FRACTION)
-    t_mma = 2 * m_pad * N * K / peak
-    iters = cdiv(M, bm) * cdiv(N, bn) * cdiv(K, bk)
-    warp_instr = iters * instr * warps
-    # a fused per-token prologue: every program reads each of its rows whole, in chunks of 1024
-    # (kernels/gemm.py); `prologue` is the instructions of its loops per iteration (an upper bound)
-    warp_instr += cdiv(M, bm) * cdiv(N, bn) * split * min(M, bm) * cdiv(K, 1024) * prologue * warps
-    t_issue = warp_instr / (ISSUE * SMS * CLOCK)
+def gemm_launch(M, N, K, tile, split, report, group, fused, act, fmt="int") -> Launch:
+    """The GEMM's launch with one compiled config (`report`: its sm90 line)."""
+    bm, bn, bk = tile
+    weights, scales, acts, out = w4a8_bytes(M, N, K, group, fused, fmt)
+    loop = report["loop"]
+    k_tiles = cdiv(K, bk)
     programs = cdiv(M, bm) * cdiv(N, bn) * split
-    return dict(
-        t=max(t_mem, t_mma, t_issue),
-        t_mem=t_mem,
-        t_mma=t_mma,
-        t_issue=t_issue,
+    other = 0
+    if fused and act == "token":  # every program reads each of its rows whole (chunks of 1024)
+        other = min(M, bm) * cdiv(K, 1024) * loop.get("other_loops", 0)
+    return Launch(
+        name="gemm" + (" (fused " + act + ")" if fused else ""),
         bytes=weights + scales + acts + out,
-        weights=weights,
-        scales=scales,
-        acts=acts,
         programs=programs,
-        warp_instr=warp_instr,
-        budget=(weights + scales + acts + out) / HBM * ISSUE * SMS * CLOCK,
+        warps=report["config"]["warps"],
+        loop_iters=cdiv(k_tiles, split),
+        loop_instr=loop["instructions"],
+        other_instr=other,
+        outside_instr=loop.get("outside", 0),
+        mma_ops=2 * cdiv(M, bm) * bm * N * K,
+        mma_peak_fraction=1.0 if bm >= 64 else MMA_SYNC_FRACTION,
     )
+
+
+def quant_act_launch(M, K, report: Optional[dict]) -> Launch:
+    """`quant_act`: one program per row; reads the float row, writes codes and a scale. Its whole
+    body is straight-line code (`outside`), counted in both bounds as its loop."""
+    instr = (report or {}).get("loop", {}).get("outside", 0)
+    warps = (report or {}).get("config", {}).get("num_warps", 4)
+    return Launch("quant_act", M * K * 2 + M * K + M * 4, M, warps, 1, instr)
 
 
 def fused_at(M, act):
@@ -115,255 +218,277 @@ def fused_at(M, act):
     return M <= (FUSE_MAX_M if act == "static" else FUSE_TOKEN_MAX_M)
 
 
-def best_after(reports, M, N, K, fused, group=GROUP, act="static"):
+def _gemm_report(reports, tile, group, fuse_tag, fmt="int"):
+    qoq = fmt == "qoq"
+    for r in reports:
+        c = r["config"]
+        if (
+            r["kernel"] == "gemm"
+            and c["bits"] == 4
+            and bool(c.get("qoq")) == qoq
+            and (qoq or not c["asym"])
+            and c["group"] == group
+            and c["fuse"] == fuse_tag
+            and (c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]) == tuple(tile)
+        ):
+            return r
+    return None
+
+
+def _quant_act_report(reports, K):
+    rows = [r for r in reports if r["kernel"] == "quant_act" and not r["config"].get("static")]
+    if not rows:
+        return None
+    at_least = [r for r in rows if r["config"]["K"] >= K]  # the compiled width at or above K
+    return (
+        min(at_least, key=lambda r: r["config"]["K"])
+        if at_least
+        else max(rows, key=lambda r: r["config"]["K"])
+    )
+
+
+def best(reports, M, N, K, act="token", group=GROUP, dev: Device = H100, fmt="int"):
+    """Both bounds of one linear, each minimised over the configs the autotuner may pick (it picks
+    by measured time, which the model bounds per config)."""
     from fptq.kernels import configs
 
+    fused = fused_at(M, act)
     pruned = configs.prune(
-        configs.gemm_configs(gpu=True), {"M": M, "N": N, "K": K, "GROUP": group, "FUSE": fused and M <= 16}
+        configs.gemm_configs(gpu=True),
+        {"M": M, "N": N, "K": K, "GROUP": group, "FUSE": fused, "QOQ": fmt == "qoq"},
     )
-    best = None
+    fuse_tag = act if fused else "none"
+    qa = None if fused else quant_act_launch(M, K, _quant_act_report(reports, K))
+    out = {}
     for c in pruned:
         k = c.kwargs
-        fuse_tag = act if (fused and M <= 16) else "none"
-        match = [
-            r
-            for r in reports
-            if r["kernel"] == "gemm"
-            and r["config"]["bits"] == 4
-            and not r["config"]["asym"]
-            and r["config"]["group"] == group
-            and r["config"]["fuse"] == fuse_tag
-            and (r["config"]["BLOCK_M"], r["config"]["BLOCK_N"], r["config"]["BLOCK_K"])
-            == (k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"])
-        ]
-        if not match:
+        tile = (k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"])
+        r = _gemm_report(reports, tile, group, fuse_tag, fmt)
+        if r is None:
             continue
-        r = match[0]
-        p = project(
-            M,
-            N,
-            K,
-            k["BLOCK_M"],
-            k["BLOCK_N"],
-            k["BLOCK_K"],
-            c.num_warps,
-            r["loop"]["instructions"],
-            k["SPLIT_K"],
-            group,
-            fused and M <= 16,
-            wgmma=k["BLOCK_M"] >= 64,
-            prologue=r["loop"].get("other_loops", 0) if fuse_tag == "token" else 0,
-        )
-        p["config"] = f"{k['BLOCK_M']}x{k['BLOCK_N']}x{k['BLOCK_K']} w{c.num_warps} split {k['SPLIT_K']}"
-        p["launches"] = 1 if (fused and M <= 16) else 2
-        if best is None or p["t"] < best["t"]:
-            best = p
-    return best
+        g = gemm_launch(M, N, K, tile, k["SPLIT_K"], r, group, fused, act, fmt)
+        launches = [g] if qa is None else [qa, g]
+        p = project_all(launches, dev)
+        p["config"] = f"{tile[0]}x{tile[1]}x{tile[2]} w{c.num_warps} split {k['SPLIT_K']}"
+        p["programs"] = g.programs
+        p["launches"] = len(launches)
+        p["bytes"] = sum(x.bytes for x in launches)
+        for side in ("upper", "lower"):
+            if side not in out or p[side] < out[side][side]:
+                out[side] = p
+    if not out:
+        raise ValueError(f"no compiled config for M={M} N={N} K={K} group={group} act={act} format={fmt}")
+    return out
 
 
-def best_before(before, M, N, K):
-    """The previous kernel: its configs (g128), its own split heuristic and four launches."""
-    best = None
-    for r in before:
-        c = r["cfg"]
-        if r["group"] != GROUP or c["BLOCK_M"] > max(16, 1 << (M - 1).bit_length()):
-            continue
-        split = max(1, min(8, K // 1024)) if M <= 16 else 1
-        p = project(
-            M,
-            N,
-            K,
-            c["BLOCK_M"],
-            c["BLOCK_N"],
-            c["BLOCK_K"],
-            r["warps"],
-            r["loop"]["instructions"],
-            split,
-            GROUP,
-            False,
-            wgmma=c["BLOCK_M"] >= 64,
+def ratio_bounds(reports, M, N, K, act, group, dev, fmt="int"):
+    """(lower, upper) projected bounds of bf16 time / W4A8 time, with the configs behind them."""
+    t_bf, _ = bf16_time(M, N, K, dev)
+    b = best(reports, M, N, K, act, group, dev, fmt)
+    return (t_bf + dev.launch_s) / b["lower"]["lower"], t_bf / b["upper"]["upper"], b
+
+
+def goals(reports) -> List[dict]:
+    """Each goal's worst shape at the lower bound."""
+    out = []
+    for name, M, act, group, fmt, shapes, dev, target in GOALS:
+        worst = min(
+            ((ratio_bounds(reports, M, N, K, act, group, dev, fmt)[0], sname) for sname, K, N in shapes),
+            key=lambda x: x[0],
         )
-        if r["spill"]:
-            p["t"] = float("inf")  # a spilling config is not counted as a candidate
-        p["config"] = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{r['warps']} split {split}"
-        if best is None or p["t"] < best["t"]:
-            best = p
-    return best
+        out.append(dict(goal=name, target=target, lower=worst[0], shape=worst[1], met=worst[0] >= target))
+    return out
 
 
 def ctas_per_sm(registers: int, warps: int, smem: int) -> int:
-    """Resident CTAs per H100 SM: 64K registers (allocated per thread in 8s), 227 KB shared memory,
+    """Resident CTAs per Hopper SM: 64K registers (allocated per thread in 8s), 227 KB shared memory,
     64 warps."""
     by_regs = 65536 // (-(-registers // 8) * 8 * 32 * warps)
     by_smem = (227 * 1024) // smem if smem else 32
     return max(0, min(by_regs, by_smem, 64 // warps, 32))
 
 
+def _wname(group, fmt="int"):
+    return ("qoq g" + str(group)) if fmt == "qoq" else ("g" + str(group) if group else "channel")
+
+
 def us(t):
     return f"{t * 1e6:.2f}"
 
 
-def render(reports, before) -> str:
+def render(reports, measured: Optional[Dict] = None) -> str:
     L = []
-    L.append("# W4A8 GEMM on an H100: a static model from the sm_90a compile\n")
+    L.append("# W4A8 GEMM on an H100 and an H200: projected bounds from the sm_90a compile\n")
     L.append(
-        "Projections, not timings: no GPU was used. Every number below comes from compiling the Triton "
-        "kernels for sm_90a on a CPU (Triton 3.9.0, `ptxas` 13.4 from the wheel) and counting bytes and "
-        "SASS instructions. Regenerate: `.venv/bin/python benchmarks/kernels_static.py --out "
-        "benchmarks/kernels_static.md`.\n"
+        "**Projections, not timings.** Every number on this page is a projected upper or lower bound "
+        "computed from the Triton kernels compiled for sm_90a on a CPU (Triton 3.9.0, `ptxas` from the "
+        "wheel): counted bytes and SASS instructions under the model below. Regenerate: "
+        "`.venv/bin/python benchmarks/kernels_static.py --out benchmarks/kernels_static.md`. A GPU "
+        "measurement (benchmarks/gpu/check.py) goes beside a projection, never into it.\n"
     )
-    L.append("## Assumptions\n")
+    L.append("## Model and assumptions\n")
+    for d in DEVICES:
+        L.append(
+            f"- {d.name}: HBM {d.hbm / 1e12:.2f} TB/s, {d.sms} SMs at {d.clock / 1e9:.2f} GHz, {d.issue} "
+            f"warp-instructions per clock per SM; bf16 {d.bf16_peak / 1e12:.0f} TFLOPS, int8 "
+            f"{d.int8_peak / 1e12:.0f} TOPS dense (wgmma), mma.sync at {MMA_SYNC_FRACTION:.0%} of it. "
+            f"One SM receives {d.bytes_per_clock_per_sm:.1f} B per clock: a loop streaming weights may issue "
+            f"{d.issue_per_byte:.3f} warp-instructions per byte before issue, not HBM, bounds it."
+        )
     L.append(
-        f"- H100 SXM: HBM {HBM / 1e12:.2f} TB/s, {SMS} SMs at {CLOCK / 1e9:.2f} GHz, {ISSUE} warp-instructions "
-        f"issued per clock per SM; bf16 dense {BF16_PEAK / 1e12:.0f} TFLOPS, int8 dense {INT8_PEAK / 1e12:.0f} TOPS "
-        f"(wgmma); mma.sync (the M = 16 decode tiles) at {MMA_SYNC_FRACTION:.0%} of that."
-    )
-    L.append(
-        "- Issue budget: one SM receives 3.35 TB/s / 132 / 1.83 GHz = 13.9 B per clock, so a loop streaming "
-        "weights at full bandwidth may issue 4 / 13.9 = 0.29 warp-instructions per weight byte."
-    )
-    L.append(
-        "- W4A8 time = max(HBM bytes / bandwidth, tensor-core time with M padded to the tile, main-loop "
-        "warp-instructions / issue rate), minimised over the configs the autotuner may pick for the shape "
-        "(group 128, symmetric int4, fp16 scales). Prologue and epilogue instructions are not counted; "
-        "split-K partials go through L2 atomics and are not counted as HBM traffic."
-    )
-    L.append(
-        "- bf16 = cuBLAS at its roofline: max(bytes / bandwidth, 2MNK / bf16 peak). Both sides are at "
-        "100% of their roofline, so the ratio is the projection; real kernels reach less on both sides."
+        "- **Upper bound** (optimistic; the model this page used before): per launch max(HBM bytes / "
+        "bandwidth, tensor-core time with M padded to the tile, main-loop warp-instructions / issue "
+        "rate), every SM equally busy, no launch cost."
     )
     L.append(
-        "- Launch gaps are not in the times. Launches per linear: bf16 1; W4A8 1 with a static "
-        "activation scale at M <= 16 and per token at M = 1 (the quantization inside the GEMM; per "
-        "token, a prologue of every program re-reads its rows for the absmax, counted as issued "
-        "instructions: it makes fusing per-token quantization a loss beyond M = 1), otherwise 2 "
-        "(one-pass `quant_act`, then the GEMM; its bytes are counted). The previous kernel took 4 "
-        "(quantize, zero, GEMM, cast)."
+        f"- **Lower bound** (pessimistic): per launch {H100.launch_s * 1e6:.1f} us of launch, ramp and tail, "
+        "plus the imbalance f = ceil(P / 132) x 132 / P of P programs over the SMs, times max(memory time, "
+        "tensor-core time + issue time): the prefill loops wait for all wgmma before the next K-tile and "
+        "round-trip the unpacked weights through shared memory, so MMA and issue are taken as "
+        "serialized. Issue time here includes the straight-line instructions outside the loops "
+        "(once per program)."
     )
     L.append(
-        "- Latency is not modelled, only issue slots and bytes. The previous kernel's K loop waited on "
-        "synchronous byte-gather loads of A and synchronous scale loads every iteration (the per-config "
-        "table below counts them), so its before column is optimistic. The new decode loops take A and B "
-        "through cp.async pipelines and load each group's scales one K-tile ahead.\n"
+        "- A linear's time is the **sum** of its launches in both bounds: `quant_act` then the GEMM "
+        "(prefill and per-token activations beyond M = 1), or one GEMM with the quantization fused."
     )
-    L.append("## What the sm_90a tier holds every config to (tests/kernels/test_sm90.py)\n")
     L.append(
-        "No spills; wgmma in tiles with BLOCK_M >= 64; no byte-wide global loads and at least two "
-        "cp.async streams (A and B) in the K loop; at most 0.29 warp-instructions per weight byte in "
-        "the decode loops (observed 0.05-0.27 for int4); a compiled config for groups 32, 64, 128, 256 and per "
-        "channel at M = 1, 16, 2048; at least 132 programs at M = 1 for every shape below; the "
-        "projections of this page (>= 3x at M = 1, >= 1.3x at M = 2048 for g128 and per channel).\n"
+        "- bf16 = cuBLAS at its roofline, max(bytes / bandwidth, 2MNK / bf16 peak), never imbalanced; "
+        "in the lower bound it pays the same launch cost once (W4A8 pays it per launch). The ratios "
+        "below are bf16 time / W4A8 time; the bf16 columns show the roofline time."
+    )
+    L.append(
+        "- Not modelled: latency stalls beyond issue slots, L2 hit rates (the activations' re-reads per "
+        "N-tile and the split-K partials count as free), clock throttling.\n"
     )
 
-    L.append("## Projected time per linear (LLaMA-2-7B, and 70B's MLP)\n")
+    L.append("## Goals (issue 22), at the lower bound\n")
+    L.append("| goal | target | lower bound (worst shape) | worst shape | met |")
+    L.append("|---|---|---|---|---|")
+    for g in goals(reports):
+        L.append(
+            f"| {g['goal']} | {g['target']:.1f}x | {g['lower']:.2f}x | {g['shape']} | {'yes' if g['met'] else '**no**'} |"
+        )
+    L.append("")
+
+    L.append("## Projected bounds per linear, bf16 time / W4A8 time (LLaMA-2-7B, and 70B's MLP)\n")
     L.append(
-        "| shape (K x N) | M | activations | weights | bf16 us | W4A8 before us | W4A8 after us | speedup before | "
-        "speedup after | after: bound | after: config | programs | bytes (MB) | warp-instr / budget |"
+        "| shape (K x N) | M | activations | weights | launches | H100 bf16 us | H100 W4A8 us (best-worst) | "
+        "H100 ratio, projected lower-upper bound | H200 bf16 us | H200 W4A8 us (best-worst) | "
+        "H200 ratio, projected lower-upper bound | bound (upper) | imbalance | config (lower) |"
+        + (" measured H200 ratio |" if measured else "")
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if measured else ""))
     summary = {}
     for name, K, N in SHAPES:
-        for M, act, group in ROWS:
-            t_bf, _ = bf16_time(M, N, K)
-            a = best_after(reports, M, N, K, fused=fused_at(M, act), group=group, act=act)
-            b = best_before(before, M, N, K) if before and group == GROUP else None
-            bound = max(
-                ("memory", a["t_mem"]),
-                ("tensor core", a["t_mma"]),
-                ("issue", a["t_issue"]),
-                key=lambda x: x[1],
-            )[0]
-            sp_a = t_bf / a["t"]
-            sp_b = t_bf / b["t"] if b else None
-            summary.setdefault((M, act, group), []).append((name, sp_b, sp_a))
+        for M, act, group, fmt in ROWS:
+            cells = []
+            for dev in DEVICES:
+                lo, hi, b = ratio_bounds(reports, M, N, K, act, group, dev, fmt)
+                t_bf, _ = bf16_time(M, N, K, dev)
+                cells.append((dev, lo, hi, b, t_bf))
+                summary.setdefault((M, act, group, fmt, dev.name), []).append((lo, hi))
+            (_, lo1, hi1, b1, bf1), (_, lo2, hi2, b2, bf2) = cells
+            g_part = b1["lower"]["parts"][-1]
             acts = ("static" if act == "static" else "per token") + (" (fused)" if fused_at(M, act) else "")
-            L.append(
-                f"| {name} {K}x{N} | {M} | {acts} | {'g' + str(group) if group else 'channel'} | {us(t_bf)} | {us(b['t']) if b else '-'} | {us(a['t'])} | "
-                f"{f'{sp_b:.2f}x' if sp_b else '-'} | **{sp_a:.2f}x** | {bound} | {a['config']} | {a['programs']} | "
-                f"{a['bytes'] / 1e6:.1f} | {a['warp_instr'] / a['budget']:.2f} |"
+            row = (
+                f"| {name} {K}x{N} | {M} | {acts} | {_wname(group, fmt)} | "
+                f"{b1['lower']['launches']} | {us(bf1)} | {us(b1['upper']['upper'])}-{us(b1['lower']['lower'])} | "
+                f"{lo1:.2f}x-{hi1:.2f}x | {us(bf2)} | {us(b2['upper']['upper'])}-{us(b2['lower']['lower'])} | "
+                f"{lo2:.2f}x-{hi2:.2f}x | {b1['upper']['parts'][-1]['bound']} | {g_part['imbalance']:.3f} | "
+                f"{b1['lower']['config']} |"
             )
+            if measured:
+                m = measured.get((name, M, act, group, fmt))
+                row += f" {m:.2f}x |" if m else " - |"
+            L.append(row)
     L.append("")
-    L.append("Speedup over bf16, minimum over the shapes (target: 3x at decode, 1.3x at M = 2048):\n")
-    L.append("| M | activations | weights | before (min) | after (min) | after (max) |")
-    L.append("|---|---|---|---|---|---|")
-    for (M, act, group), rows in summary.items():
-        bs = [r[1] for r in rows if r[1]]
-        bmin = f"{min(bs):.2f}x" if bs else "-"
+    L.append("Projected bounds of the ratio, worst and best shape:\n")
+    L.append(
+        "| M | activations | weights | device | lower bound (min) | upper bound (min) | upper bound (max) |"
+    )
+    L.append("|---|---|---|---|---|---|---|")
+    for (M, act, group, fmt, dev), rows in summary.items():
         L.append(
-            f"| {M} | {act} | {'g' + str(group) if group else 'channel'} | {bmin} | "
-            f"**{min(r[2] for r in rows):.2f}x** | {max(r[2] for r in rows):.2f}x |"
+            f"| {M} | {act} | {_wname(group, fmt)} | {dev} | **{min(r[0] for r in rows):.2f}x** | "
+            f"{min(r[1] for r in rows):.2f}x | {max(r[1] for r in rows):.2f}x |"
         )
     L.append("")
     L.append(
-        "At M = 2048 per-group scaling is issue-bound (an int32 -> float conversion and a scale FMA per "
-        "accumulator per group, and the group's scales loaded in the accumulator layout); per channel "
-        "runs one int32 accumulator through all of K and is tensor-core bound. Smaller groups scale "
-        "more often: g64 and especially g32 (a scale per 32 columns, two per K-tile) are issue-bound "
-        "well below the tensor cores at prefill: per group, every accumulator takes a conversion and "
-        "an FMA, and at a 128x128 tile and 8 warps the tensor cores leave 256 instructions per thread "
-        "per 128 columns of K, which g64 alone uses up. The way past it is QServe's two-level weights "
-        "(arXiv 2405.04532: int4 groups dequantized to int8 with per-channel scales, so the int8 GEMM "
-        "runs per channel), not built. The before column's prefill is its best non-spilling config.\n"
+        "**The compiler keeps int8 wgmma synchronous.** `python -m fptq.kernels.sm90 --probe` compiles "
+        "the canonical Hopper matmul (TMA descriptors, one `tl.dot` per K-tile): in fp16 Triton 3.9.0 "
+        "keeps one wgmma group in flight (`WARPGROUP.DEPBAR.LE gsb0, 0x1`), in int8 it waits for all of "
+        "them (`0x0`) every K-tile, with cp.async or TMA operands alike (tests/kernels/test_sm90.py "
+        "records it). No Triton-level rewrite of our loops lifts the lower bound's serialization; that "
+        "needs a Triton that pipelines integer wgmma, Gluon's explicit `warpgroup_mma_wait`, or CUDA. "
+        "What the kernels do instead: the qoq format (QServe's progressive weights) runs g128 as a "
+        "per-channel int8 GEMM with its integer second level four weights per 32-bit op (its prefill "
+        "upper bound equals per channel's; lower bound 0.95x against plain g128's 0.76x), and the "
+        "online Hadamard of rotated down_proj inputs is fused into the activation quantizer "
+        "(`kernels/hadamard.py` fwht_quant: one launch, no rotated row written out).\n"
+    )
+    L.append(
+        "Why the bounds are far apart at prefill: the per-group loops convert and scale every "
+        "accumulator once per group and load the group's scales after waiting for the MMA, and every "
+        "loop waits for all wgmma (`WARPGROUP.DEPBAR.LE gsb0, 0x0`) and a block barrier each K-tile, so "
+        "the tensor cores idle while the unpack issues. At decode on an H200 the fused loops issue "
+        "more warp-instructions per weight byte than its 0.201 budget (H100: 0.288), and 192 programs "
+        "on 132 SMs leave the busiest SMs 1.375x the mean.\n"
     )
 
-    L.append("## Per config: the compiled code (after)\n")
+    L.append("## Per config: the compiled code\n")
     L.append(
         "| kernel | BLOCK MxNxK | warps | stages | group | bits | variant | split | registers | spills (B) | "
-        "smem (KB) | CTAs / SM | loop instr / thread | mma | wgmma | byte loads | async copies | "
+        "smem (KB) | CTAs / SM | loop instr / thread | outside instr | mma | wgmma | byte loads | async copies | "
         "warp-instr / weight byte | prologue loop instr |"
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         c = r["config"]
         lp = r["loop"] or {}
         if r["kernel"] == "gemm":
-            variant = ("asym " if c["asym"] else "") + (
-                "fused static act" if c["fuse"] == "static" else "int8 act"
-            )
+            variant = ("qoq " if c.get("qoq") else "asym " if c["asym"] else "") + {
+                "static": "fused static act",
+                "token": "fused per-token act",
+            }.get(c["fuse"], "int8 act")
             L.append(
                 f"| gemm | {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} | {c['warps']} | {c['stages']} | "
                 f"{c['group'] or 'channel'} | {c['bits']} | {variant} | {c['split']} | {r['registers']} | "
                 f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | "
-                f"{ctas_per_sm(r['registers'], c['warps'], r['shared_bytes'])} | {lp.get('instructions')} | {lp.get('mma')} | "
+                f"{ctas_per_sm(r['registers'], c['warps'], r['shared_bytes'])} | {lp.get('instructions')} | "
+                f"{lp.get('outside', '-')} | {lp.get('mma')} | "
                 f"{lp.get('wgmma')} | {lp.get('byte_loads')} | {lp.get('async_copies')} | "
                 f"{r['warp_instr_per_weight_byte']:.3f} | {lp.get('other_loops') or '-'} |"
             )
         else:
             L.append(
-                f"| quant_act | K={c['K']} | {c['num_warps']} | - | - | - | one pass | - | {r['registers']} | "
-                f"{r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | - | - | - | - | - | - |"
+                f"| {r['kernel']} | K={c['K']} | {c['num_warps']} | - | - | - | {'static' if c.get('static') else 'per token'} | - | "
+                f"{r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | - | - | "
+                f"{lp.get('outside', '-')} | - | - | - | - | - | - |"
             )
     L.append("")
-    if before:
-        L.append("## Per config: the previous kernel (before, commit bbe474a)\n")
-        L.append(
-            "| BLOCK MxNxK | warps | stages | group | registers | spills (B) | loop instr / thread | byte loads | "
-            "sync loads | async copies | warp-instr / weight byte |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for r in before:
-            c, lp = r["cfg"], r["loop"]
-            L.append(
-                f"| {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} | {r['warps']} | {r['stages']} | "
-                f"{r['group'] or 'channel'} | {r['regs']} | {r['spill']} | {lp['instructions']} | "
-                f"{lp['byte_loads']} | {lp['sync_global_loads']} | {lp['async_copies']} | {r['per_byte']:.3f} |"
-            )
-        L.append("")
     return "\n".join(L) + "\n"
+
+
+def compile_reports():
+    from fptq.kernels import sm90
+
+    return sm90.collect()
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/kernels_static.md")
     ap.add_argument("--reports", help="JSON lines from `python -m fptq.kernels.sm90` (else compiled now)")
-    ap.add_argument("--before", default=str(Path(__file__).with_name("kernels_static_before.json")))
+    ap.add_argument("--save-reports", help="write the compiled reports here (JSON lines)")
     args = ap.parse_args(argv)
     if args.reports:
         reports = [json.loads(x) for x in Path(args.reports).read_text().splitlines() if x.startswith("{")]
     else:
         reports = compile_reports()
-    before = json.loads(Path(args.before).read_text()) if args.before and Path(args.before).exists() else None
-    text = render(reports, before)
+    if args.save_reports:
+        Path(args.save_reports).write_text("".join(json.dumps(r) + "\n" for r in reports))
+    text = render(reports)
     Path(args.out).write_text(text)
     print(text)
 

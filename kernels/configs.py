@@ -68,10 +68,15 @@ def supported_group(group: int) -> bool:
     return group == 0 or any(group_fits(group, t[2]) for t in GPU_TILES)
 
 
-def candidate_tiles(M: int, group: int, fuse: bool = False) -> List[tuple]:
-    """The GPU tiles that fit the group size (per-channel-only tiles need group 0) and, when fused,
-    M = 16 tiles; of those, the ones no taller than M needs (all of them if none is)."""
-    out = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
+def candidate_tiles(M: int, group: int, fuse: bool = False, qoq: bool = False) -> List[tuple]:
+    """The GPU tiles that fit the group size (per-channel-only tiles need group 0, or the qoq format,
+    whose one int32 accumulator runs over all of K as per channel does; qoq needs whole groups per
+    K-tile) and, when fused, M = 16 tiles; of those, the ones no taller than M needs (all of them if
+    none is)."""
+    if qoq:
+        out = [t for t in GPU_TILES if group % t[2] == 0]
+    else:
+        out = [t for t in GPU_TILES if group_fits(group, t[2]) and not (group and t[5])]
     if fuse:
         out = [t for t in out if t[0] == 16]
     small = [t for t in out if t[0] <= max(16, triton.next_power_of_2(M))]
@@ -109,8 +114,9 @@ def prune(configs, named_args, **kwargs):
     fills the GPU and twice that (the autotuner times both)."""
     group = kwargs.get("GROUP", named_args.get("GROUP", 0))
     fuse = kwargs.get("FUSE", named_args.get("FUSE", False))
+    qoq = kwargs.get("QOQ", named_args.get("QOQ", False))
     M, N, K = named_args["M"], named_args["N"], named_args["K"]
-    keep = {t[:3] for t in candidate_tiles(M, group, fuse)}
+    keep = {t[:3] for t in candidate_tiles(M, group, fuse, qoq)}
     out = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) in keep]
     sms = n_sms()
     res = []
@@ -124,22 +130,47 @@ def prune(configs, named_args, **kwargs):
     return res
 
 
+def default_tile(M: int, group: int, qoq: bool = False) -> tuple:
+    """The tile a run without autotuning takes: the tallest that M fills (at most 128 rows); among
+    wgmma tiles the per-channel-only wide ones first, then the largest N x K; decode tiles in list
+    order (GPU_TILES puts the one the static model prefers first)."""
+    cands = candidate_tiles(M, group, qoq=qoq)
+    rows = min(max(t[0] for t in cands), 128)
+    same = [t for t in cands if t[0] == rows] or cands
+    if rows >= 64:
+        same = sorted(same, key=lambda t: (not t[5], -t[1] * t[2]))
+    return same[0]
+
+
 def pick(
-    M: int, N: int, K: int, group: int, bits: int, split: Optional[int] = None, tile=None, interpret=None
+    M: int,
+    N: int,
+    K: int,
+    group: int,
+    bits: int,
+    split: Optional[int] = None,
+    tile=None,
+    interpret=None,
+    qoq: bool = False,
 ) -> triton.Config:
-    """One config without autotuning: the interpreter's, or (on a GPU) the first that fits."""
+    """One config without autotuning: the interpreter's, or (on a GPU) `default_tile` with the split
+    that fills the GPU."""
     if interpret is None:
         interpret = interpreting()
-    if tile is not None and not group_fits(group, tile[2]):
+    if tile is not None and not (group % tile[2] == 0 if qoq else group_fits(group, tile[2])):
         raise ValueError(f"tile {tile[:3]} does not fit group size {group}")
     if tile is None:
-        if interpret:
-            tile = INTERPRET_TILE
-        else:
-            tile = candidate_tiles(M, group)[0]
+        tile = INTERPRET_TILE if interpret else default_tile(M, group, qoq)
     if split is None:
         split = 1 if interpret else split_for(M, N, K, tile[0], tile[1], tile[2], n_sms())
     return _config(tile, split)
+
+
+def row_warps(m_pad: int, p: int) -> int:
+    """Warps for one row of m_pad x p floats held in registers: 4 up to 4K elements, then one more
+    per 1K, at most 32 (a 28672-wide row, padded to 32 x 1024: 32 warps, 32 floats per thread;
+    16 warps spill 2.7 KB there, measured with the sm_90a tier)."""
+    return max(4, min(32, (m_pad * p) // 1024))
 
 
 QUANT_ACT_ONE_PASS_MAX = 32768  # widest row quant_act holds in registers
@@ -162,7 +193,23 @@ TARGET_SHAPES = [  # LLaMA-2-7B (K, N) per linear, and LLaMA-2-70B's MLP
     (8192, 28672),  # 70B gate/up
     (28672, 8192),  # 70B down
 ]
-ALIGNED = ["X", "B", "C", "XS", "WS", "WZ", "BIAS", "WSP", "CNT", "N", "K", "KB", "stride_xm", "stride_cm"]
+ALIGNED = [
+    "X",
+    "B",
+    "C",
+    "XS",
+    "WS",
+    "WZ",
+    "CS",
+    "BIAS",
+    "WSP",
+    "CNT",
+    "N",
+    "K",
+    "KB",
+    "stride_xm",
+    "stride_cm",
+]
 
 
 @dataclass
@@ -176,6 +223,7 @@ class Case:
     fuse: bool = False
     static: bool = True  # with fuse: a static per-tensor scale, else per token
     split: int = 1
+    qoq: bool = False  # the qoq format: int8 group scales and zeros, a float32 scale per channel
     kernel: str = "gemm"
     x_dtype: str = "*i8"
     extra: Dict[str, object] = field(default_factory=dict)
@@ -184,8 +232,11 @@ class Case:
 
     @property
     def signature(self) -> Dict[str, str]:
-        sig = dict(X=self.x_dtype, B="*i8", C="*fp16", XS="*fp32", WS="*fp16", WZ="*i8", BIAS="*fp16")
-        sig.update(WSP="*fp32", CNT="*i32", static_scale="fp32")
+        sig = dict(
+            X=self.x_dtype, B="*i8", C="*fp16", XS="*fp32", WS="*i8" if self.qoq else "*fp16", WZ="*i8"
+        )
+        sig.update(CS="*fp32", BIAS="*fp16")
+        sig.update(WSP="*fp32", CNT="*i32", SS="*fp32")
         for n in ("M", "N", "K", "KB", "M_BUCKET", "stride_xm", "stride_cm"):
             sig[n] = "i32"
         return sig
@@ -196,7 +247,8 @@ class Case:
         return dict(
             GROUP=self.group,
             W_BITS=self.bits,
-            ASYM=self.asym,
+            ASYM=self.asym and not self.qoq,
+            QOQ=self.qoq,
             HAS_BIAS=False,
             RAW=False,
             FUSE=self.fuse,
@@ -229,7 +281,7 @@ class Case:
         bm, bn, bk, w, s, _ = self.tile
         d = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, warps=w, stages=s, group=self.group, bits=self.bits)
         d.update(asym=self.asym, fuse=("static" if self.static else "token") if self.fuse else "none")
-        d.update(split=self.split)
+        d.update(split=self.split, qoq=self.qoq)
         return d
 
 
@@ -246,6 +298,12 @@ def sm90_cases() -> List[Case]:
         if decode and group_fits(128, t[2]):
             cases.append(Case(t, group=128, fuse=True, split=2, x_dtype="*fp16"))
             cases.append(Case(t, group=128, fuse=True, static=False, split=2, x_dtype="*fp16"))
+    for t in GPU_TILES:  # the qoq format at g128: every tile whose K-tile holds whole groups
+        if 128 % t[2] == 0:
+            decode = t[0] == 16
+            cases.append(Case(t, group=128, asym=True, qoq=True, split=2 if decode else 1))
+            if decode:
+                cases.append(Case(t, group=128, asym=True, qoq=True, fuse=True, split=2, x_dtype="*fp16"))
     cases.append(Case(GPU_TILES[0], group=128, asym=True, split=2))
     cases.append(Case(GPU_TILES[0], group=0, bits=8, split=2))
     cases.append(Case(GPU_TILES[8], group=0, bits=8))
@@ -266,9 +324,7 @@ class QuantActCase:
 
     @property
     def signature(self) -> Dict[str, str]:
-        return dict(
-            X="*fp16", Q="*i8", S="*fp32", K="i32", stride_xm="i32", stride_qm="i32", static_scale="fp32"
-        )
+        return dict(X="*fp16", Q="*i8", S="*fp32", K="i32", stride_xm="i32", stride_qm="i32", SS="*fp32")
 
     @property
     def constexprs(self) -> Dict[str, object]:
@@ -283,5 +339,47 @@ class QuantActCase:
         return dict(K=self.K, static=self.static, **self.options)
 
 
+@dataclass
+class FwhtQuantCase:
+    """The online Hadamard fused into the activation quantizer (kernels/hadamard.py fwht_quant) for
+    one row width n = m x 2^k (m: the Paley factor, 1 for a power of two), per token."""
+
+    n: int
+    m: int
+    kernel: str = "fwht_quant"
+    weight_bytes_per_iter: int = 0
+    aligned = ["X", "Q", "S", "HM", "SS", "D", "stride_x", "stride_q"]
+
+    fn_ref = "fptq.kernels.hadamard:_fwht_quant_kernel"
+
+    @property
+    def m_pad(self) -> int:
+        return max(16, triton.next_power_of_2(self.m)) if self.m > 1 else 1
+
+    @property
+    def signature(self) -> Dict[str, str]:
+        return dict(X="*fp16", Q="*i8", S="*fp32", HM="*fp32", SS="*fp32", D="*fp32", stride_x="i32",
+                    stride_q="i32", norm="fp32")  # fmt: skip
+
+    @property
+    def constexprs(self) -> Dict[str, object]:
+        p = self.n // self.m
+        return dict(QMAX=127, STATIC=False, HAS_D=True, M=self.m, M_PAD=self.m_pad, P=p,
+                    LOG_P=p.bit_length() - 1, DENSE=self.m > 1)  # fmt: skip
+
+    @property
+    def options(self) -> Dict[str, int]:
+        return {"num_warps": row_warps(self.m_pad, self.n // self.m), "num_stages": 1}
+
+    def describe(self) -> Dict[str, object]:
+        return dict(K=self.n, static=False, fused="hadamard", m=self.m, **self.options)
+
+
 def all_sm90_cases() -> list:
-    return sm90_cases() + [QuantActCase(K) for K in (4096, 11008, 28672)]
+    return (
+        sm90_cases()
+        + [QuantActCase(K) for K in (4096, 11008, 28672)]
+        # LLaMA-2-7B's hidden size and LLaMA-3-8B's intermediate (28 x 512). 70B's 28672 (28 x 1024)
+        # spills 136 B even at 32 warps: left out of the no-spill tier (benchmarks/kernels_static.md)
+        + [FwhtQuantCase(4096, 1), FwhtQuantCase(14336, 28)]
+    )

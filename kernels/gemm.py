@@ -42,6 +42,14 @@ FUSE_MAX_M = 16  # a static activation scale is applied inside the GEMM up to th
 # M = 1 only (benchmarks/kernels_static.md: 3.9x over bf16 at M = 1, 1.9x at M = 4 on o_proj)
 FUSE_TOKEN_MAX_M = 1
 MAX_K_PER_CHANNEL = (2**31 - 1) // 2**14  # |a| <= 128, |16 q| <= 128: K terms must fit int32
+_FIXED = False  # use_fixed_configs(): configs.pick instead of the autotuner
+
+
+def use_fixed_configs(on: bool = True) -> None:
+    """Launch every GEMM with `configs.pick` (one compile per config, no autotune timing), as the
+    GPU check does to fit its time budget; off again with on=False."""
+    global _FIXED
+    _FIXED = bool(on)
 
 
 @triton.jit
@@ -69,6 +77,46 @@ def _unpack_hi(b, ASM: tl.constexpr):
         )
     else:
         return b & -16
+
+
+# the qoq second level on four weights per 32-bit register (see _qoq_level2): the nibbles to bytes,
+# q = nibble ^ 8, p = q * s_g (one multiply, no carries), then p - z s_g bytewise (SWAR)
+_QOQ_SCALE_SUB = (
+    " xor.b32 q, q, 0x08080808; and.b32 t, $2, 0xFF; mul.lo.u32 p, q, t; or.b32 t, p, 0x80808080; "
+    "and.b32 u, $3, 0x7F7F7F7F; sub.u32 t, t, u; xor.b32 u, p, $3; not.b32 u, u; and.b32 u, u, 0x80808080; "
+    "xor.b32 $0, t, u; }"
+)
+_QOQ_LO = tl.constexpr("{ .reg .b32 q, p, t, u; and.b32 q, $1, 0x0F0F0F0F;" + _QOQ_SCALE_SUB)
+_QOQ_HI = tl.constexpr("{ .reg .b32 q, p, t, u; shr.b32 q, $1, 4; and.b32 q, q, 0x0F0F0F0F;" + _QOQ_SCALE_SUB)
+
+
+@triton.jit
+def _qoq_level2(b, sg, zs, HIGH: tl.constexpr, ASM: tl.constexpr):
+    """The qoq format's integer second level on packed bytes: int8 w8 = (q - z) s_g for the low (or
+    HIGH) nibbles of `b`, with sg = s_g and zs = z s_g broadcast per output channel (row).
+
+    Codes are stored centred (c = q - 8, two's complement), so q = nibble ^ 8. On a GPU (ASM) four
+    weights per 32-bit register (QServe's register-level parallelism, arXiv 2405.04532 Sec. 5.2):
+    q s_g <= 240 fits a byte, so one 32-bit multiply scales four codes without carries, and the
+    zero is subtracted bytewise (SWAR: ((p | H) - (zs & ~H)) ^ ((p ^ ~zs) & H), H = 0x80808080);
+    the result is the int8 (q - z) s_g, which the format keeps in [-127, 127]. The interpreter takes
+    the portable int16 path (the GPU check tests the asm, benchmarks/gpu/check.py)."""
+    if ASM:
+        if HIGH:
+            return tl.inline_asm_elementwise(
+                _QOQ_HI, "=r,r,r,r", [b, sg, zs], dtype=tl.int8, is_pure=True, pack=4
+            )
+        else:
+            return tl.inline_asm_elementwise(
+                _QOQ_LO, "=r,r,r,r", [b, sg, zs], dtype=tl.int8, is_pure=True, pack=4
+            )
+    else:
+        if HIGH:
+            c = b >> 4
+        else:
+            c = (b << 4).to(tl.int8) >> 4
+        q = c.to(tl.int16) + 8
+        return (q * sg.to(tl.int16) - zs.to(tl.uint8).to(tl.int16)).to(tl.int8)
 
 
 @triton.jit
@@ -108,6 +156,7 @@ def _gemm_kernel(
     XS,  # (M,) float32 activation scales (not FUSE)
     WS,  # (n_groups, N) scales
     WZ,  # (n_groups, N) int8 centred zero points (ASYM)
+    CS,  # (N,) float32 per-channel scales (QOQ: WS then holds int8 group scales)
     BIAS,
     WSP,  # (M, N) float32 split-K workspace, zero between calls
     CNT,  # (tiles,) int32 split-K semaphores, zero between calls
@@ -118,10 +167,11 @@ def _gemm_kernel(
     M_BUCKET,  # the autotuning key's bucket of M (unused in the body)
     stride_xm,
     stride_cm,
-    static_scale,  # FUSE and STATIC: the per-tensor activation scale
+    SS,  # FUSE and STATIC: (1,) float32, the per-tensor activation scale (a device tensor: no host sync)
     GROUP: tl.constexpr,  # 0: per output channel
     W_BITS: tl.constexpr,  # stored bits: 4 or 8
     ASYM: tl.constexpr,
+    QOQ: tl.constexpr,  # QServe's progressive weights: w8 = (q - z) s_g in integers, per-channel int8 GEMM
     HAS_BIAS: tl.constexpr,
     RAW: tl.constexpr,  # store the exact int32 accumulators sum a (q - z) (per channel only)
     FUSE: tl.constexpr,
@@ -140,7 +190,7 @@ def _gemm_kernel(
     pid_m = pid // n_tiles_n
     pid_n = pid % n_tiles_n
     HALF: tl.constexpr = BLOCK_K // 2
-    MUL: tl.constexpr = 16 if W_BITS == 4 else 1  # unpacked int4 codes are 16 x code
+    MUL: tl.constexpr = 16 if (W_BITS == 4 and not QOQ) else 1  # unpacked int4 codes are 16 x code
     HALF_GROUPS: tl.constexpr = GROUP > 0 and GROUP < BLOCK_K  # GROUP = 32, BLOCK_K = 64
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -164,6 +214,7 @@ def _gemm_kernel(
     # per-row activation scales: given, or (FUSE) the static per-tensor scale
     if FUSE:
         if STATIC:
+            static_scale = tl.load(SS)
             xs = tl.zeros((BLOCK_M,), tl.float32) + static_scale
             inv = 1.0 / static_scale
         else:
@@ -193,7 +244,7 @@ def _gemm_kernel(
     # group scales (and zeros) one K-tile ahead in the short mma.sync loops (BLOCK_M < 64), where a
     # load issued and used in the same iteration would stall it; the wgmma tiles' asynchronous MMA
     # covers that latency, and prefetching there costs 4% more instructions (measured)
-    PREFETCH: tl.constexpr = GROUP > 0 and not HALF_GROUPS and BLOCK_M < 64
+    PREFETCH: tl.constexpr = GROUP > 0 and not HALF_GROUPS and BLOCK_M < 64 and not QOQ
     if PREFETCH:
         first = rn * 0 + k_begin < k_end
         s_next = tl.load(WS + (k_begin // GROUP) * N + rn_ld, mask=first, other=0.0)
@@ -225,8 +276,18 @@ def _gemm_kernel(
                 b = tl.load(b_ptrs)
             else:
                 b = tl.load(b_ptrs, mask=(cb < KB)[None, :], other=0)
-            w_lo = _unpack_lo(b, ASM)
-            w_hi = _unpack_hi(b, ASM)
+            if QOQ:  # integer-only second level: (q - z) s_g in [-127, 127] (the protective range)
+                g = k0 // GROUP
+                sg = tl.load(WS + g * N + rn_ld)
+                # z s_g as a byte (<= 240; zeros are stored centred, z = zc + 8)
+                zs = ((tl.load(WZ + g * N + rn_ld).to(tl.int16) + 8) * sg.to(tl.int16)).to(tl.uint8)
+                sgb = tl.broadcast_to(sg[:, None], (BLOCK_N, HALF))
+                zsb = tl.broadcast_to(zs[:, None], (BLOCK_N, HALF)).to(tl.int8, bitcast=True)
+                w_lo = _qoq_level2(b, sgb, zsb, False, ASM)
+                w_hi = _qoq_level2(b, sgb, zsb, True, ASM)
+            else:
+                w_lo = _unpack_lo(b, ASM)
+                w_hi = _unpack_hi(b, ASM)
         else:
             if EVEN_K:
                 w_lo = tl.load(B + rn_ld[:, None] * KB + c_lo[None, :])
@@ -250,6 +311,9 @@ def _gemm_kernel(
                 d_lo -= MUL * r_lo[:, None] * z_lo[None, :]
                 d_hi -= MUL * r_hi[:, None] * z_hi[None, :]
             acc_f += d_lo.to(tl.float32) * s_lo[None, :] + d_hi.to(tl.float32) * s_hi[None, :]
+        elif QOQ:  # one int32 accumulator over all of K, as per channel
+            acc_i = tl.dot(a_lo, tl.trans(w_lo), acc_i, out_dtype=tl.int32)
+            acc_i = tl.dot(a_hi, tl.trans(w_hi), acc_i, out_dtype=tl.int32)
         else:
             if GROUP > 0:
                 acc_i = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
@@ -273,7 +337,9 @@ def _gemm_kernel(
     # epilogue
     c_mask = m_ok[:, None] & n_ok[None, :]
     c_ptrs = C + rm[:, None] * stride_cm + rn[None, :]
-    if GROUP == 0:
+    if QOQ:
+        acc_f = acc_i.to(tl.float32) * tl.load(CS + rn_ld)[None, :]
+    elif GROUP == 0:
         if ASYM:
             z = tl.load(WZ + rn_ld).to(tl.int32)
             acc_i -= MUL * rowsum[:, None] * z[None, :]
@@ -303,7 +369,7 @@ def _gemm_kernel(
 
 _gemm = triton.autotune(
     configs=_cfg.gemm_configs(gpu=not INTERPRET),
-    key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "FUSE", "ASYM"],
+    key=["M_BUCKET", "N", "K", "GROUP", "W_BITS", "FUSE", "ASYM", "QOQ"],
     prune_configs_by={"early_config_prune": _cfg.prune},
 )(_gemm_kernel)
 
@@ -341,6 +407,17 @@ def _check(x: torch.Tensor, w: PackedWeight, raw: bool) -> None:
         raise ValueError(f"kernel group size must be 32 or a multiple of 64, got {w.group_size}")
     if w.float_zero:
         raise ValueError("float zero points run on the reference only (kernels/reference.py gemm_ref)")
+    if w.format == "qoq":
+        if raw:
+            raise ValueError("raw int32 accumulators are defined for the plain format only")
+        if w.group_size % 64:
+            raise ValueError(
+                f"the qoq kernels need whole 64-column groups per K-tile, got group {w.group_size}"
+            )
+        if w.in_features > MAX_K_PER_CHANNEL:
+            raise ValueError(
+                f"qoq K = {w.in_features} could overflow the int32 accumulator (K <= {MAX_K_PER_CHANNEL})"
+            )
     if w.per_channel and w.in_features > MAX_K_PER_CHANNEL:
         raise ValueError(
             f"per-channel K = {w.in_features} could overflow the int32 accumulator (|a q| <= 2^14 per "
@@ -348,12 +425,25 @@ def _check(x: torch.Tensor, w: PackedWeight, raw: bool) -> None:
         )
 
 
+def _scale_tensor(scale, device, dummy):
+    """A per-tensor scale as a (1,) float32 tensor on `device`, read by the kernel (a Python float is
+    copied once; a device tensor is used as is: the forward pass never reads a scale back to the host)."""
+    if scale is None:
+        return dummy
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1:
+            raise ValueError(f"a per-tensor activation scale has one element, got shape {tuple(scale.shape)}")
+        return scale.reshape(1).to(device=device, dtype=torch.float32)
+    return torch.full((1,), float(scale), dtype=torch.float32, device=device)
+
+
 def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, static_scale, tile=None):
     M, K = x.shape
     N = w.out_features
     x = x if x.stride(1) == 1 else x.contiguous()
     out = torch.empty((M, N), dtype=torch.int32 if raw else out_dtype, device=x.device)
-    group = 0 if w.per_channel else w.group_size
+    qoq = w.format == "qoq"
+    group = w.group_size if qoq else (0 if w.per_channel else w.group_size)
     bits = storage_bits(w.bits)
     forced = None if split_k is None else int(split_k)
     if raw:
@@ -362,8 +452,8 @@ def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, st
     wsp, cnt = _SCRATCH.get(x.device, M * N, max_tiles)
     zero = w.zero if w.zero is not None else w.scale  # dummy pointer when symmetric
     kwargs = {}
-    if INTERPRET or forced is not None or tile is not None:
-        cfg = _cfg.pick(M, N, K, group, bits, forced, tile, interpret=INTERPRET)
+    if INTERPRET or _FIXED or forced is not None or tile is not None:
+        cfg = _cfg.pick(M, N, K, group, bits, forced, tile, interpret=INTERPRET, qoq=qoq)
         kwargs = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         kernel = _gemm_kernel
     else:
@@ -379,6 +469,7 @@ def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, st
         x_scale if x_scale is not None else w.scale,
         w.scale,
         zero,
+        w.channel_scale if w.channel_scale is not None else w.scale,
         bias if bias is not None else w.scale,
         wsp,
         cnt,
@@ -389,10 +480,11 @@ def _launch(x, x_scale, w: PackedWeight, bias, out_dtype, raw, split_k, fuse, st
         _cfg.bucket(M),
         x.stride(0),
         out.stride(0),
-        float(static_scale) if static_scale is not None else 1.0,
+        _scale_tensor(static_scale, x.device, w.scale),
         GROUP=group,
         W_BITS=bits,
-        ASYM=w.zero is not None,
+        ASYM=w.zero is not None and w.format != "qoq",
+        QOQ=w.format == "qoq",
         HAS_BIAS=bias is not None,
         RAW=raw,
         FUSE=fuse,
@@ -428,8 +520,8 @@ def gemm(
 def gemm_fused(
     x: torch.Tensor, w: PackedWeight, static_scale=None, bias=None, out_dtype=None, split_k=None, tile=None
 ):
-    """Quantize x (M, K) float to int8 inside the GEMM (per tensor with `static_scale`, else per
-    token, as `quant_act` does) and multiply: one launch. Meant for decode-sized M (<= FUSE_MAX_M):
+    """Quantize x (M, K) float to int8 inside the GEMM (per tensor with `static_scale`, a float or a
+    one-element tensor, else per token, as `quant_act` does) and multiply: one launch. Meant for decode-sized M (<= FUSE_MAX_M):
     every program re-reads its rows of x whole for the per-token absmax."""
     if not x.is_floating_point():
         raise ValueError("gemm_fused takes float activations")

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .configs import QUANT_ACT_ONE_PASS_MAX, quant_act_params
+from .gemm import _scale_tensor
 
 ONE_PASS_MAX = QUANT_ACT_ONE_PASS_MAX
 
@@ -39,7 +40,7 @@ def _quant_act_kernel(
     K,
     stride_xm,
     stride_qm,
-    static_scale,
+    SS,  # (1,) float32: the static per-tensor scale (STATIC)
     QMAX: tl.constexpr,
     STATIC: tl.constexpr,
     ONE_PASS: tl.constexpr,
@@ -52,14 +53,14 @@ def _quant_act_kernel(
         rk = tl.arange(0, BLOCK_K)
         x = tl.load(x_row + rk, mask=rk < K, other=0.0).to(tl.float32)
         if STATIC:
-            scale = static_scale
+            scale = tl.load(SS)
         else:
             scale = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-8) / QMAX
         tl.store(S + row, scale)
         tl.store(q_row + rk, _quantize(x, 1.0 / scale, QMAX), mask=rk < K)
     else:
         if STATIC:
-            scale = static_scale
+            scale = tl.load(SS)
         else:
             amax = tl.zeros((BLOCK_K,), tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -76,7 +77,8 @@ def _quant_act_kernel(
 
 
 def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 1024):
-    """x: (M, K) float -> (q (M, K) int8, scale (M,) float32). static_scale: per-tensor, or None."""
+    """x: (M, K) float -> (q (M, K) int8, scale (M,) float32). static_scale: per tensor (a float, or a
+    one-element tensor that stays on the device), or None (per token)."""
     if x.dim() != 2:
         raise ValueError(f"quant_act expects (M, K), got {tuple(x.shape)}")
     x = x.contiguous()
@@ -91,7 +93,7 @@ def quant_act(x: torch.Tensor, static_scale=None, bits: int = 8, block_k: int = 
         K,
         x.stride(0),
         q.stride(0),
-        float(static_scale) if static_scale is not None else 1.0,
+        _scale_tensor(static_scale, x.device, s),
         QMAX=2 ** (bits - 1) - 1,
         STATIC=static_scale is not None,
         ONE_PASS=one_pass,

@@ -104,6 +104,7 @@ class LoopStats:
     async_copies: int  # LDGSTS (cp.async) and UTMALDG (TMA)
     found: bool = True
     other_loops: int = 0  # instructions per iteration of the loops without tensor-core ops (prologues)
+    outside: int = 0  # straight-line instructions outside every loop (prologue and epilogue), per program
 
 
 def _instructions(text: str):
@@ -131,6 +132,12 @@ def main_loop(text: str) -> LoopStats:
             m = BRANCH.search(val)
             if m and m.group(1) in label_at and label_at[m.group(1)] < i:
                 loops.append((label_at[m.group(1)], i))
+    in_loop = set()
+    for lo, hi in loops:
+        in_loop.update(range(lo, hi + 1))
+    outside = sum(
+        1 for i, (k, v) in enumerate(items) if k == "instr" and i not in in_loop and not v.startswith("NOP")
+    )
     best, other = None, 0
     for lo, hi in loops:
         body = [v for k, v in items[lo : hi + 1] if k == "instr"]
@@ -140,7 +147,7 @@ def main_loop(text: str) -> LoopStats:
         elif len(body) > 2:  # not the trap loop at the end (a lone branch)
             other += len(body)
     if best is None:
-        return LoopStats(0, 0, 0, 0, 0, 0, found=False, other_loops=other)
+        return LoopStats(0, 0, 0, 0, 0, 0, found=False, other_loops=other, outside=outside)
     body = [v for v in best if not v.startswith("NOP")]
 
     def count(pred):
@@ -158,6 +165,7 @@ def main_loop(text: str) -> LoopStats:
         sync_global_loads=count(lambda v: opcode(v).startswith("LDG") and not opcode(v).startswith("LDGSTS")),
         async_copies=count(lambda v: opcode(v).startswith(("LDGSTS", "UTMALDG", "UBLKCP"))),
         other_loops=other,
+        outside=outside,
     )
 
 
@@ -236,13 +244,34 @@ def inspect_config(case) -> Report:
     )
 
 
-def collect(timeout: float = 1200) -> List[dict]:
+def wgmma_waits() -> Dict[str, List[str]]:
+    """The compiler probe (kernels/wgmma_probe.py): {dtype: the wgmma wait levels in the compiled
+    SASS, in order} of the canonical TMA matmul in fp16 and in int8."""
+    from fptq.kernels.wgmma_probe import _probe_matmul
+
+    aligned = ["X", "B", "C", "N", "K", "stride_xm", "stride_bn", "stride_cm"]
+    out = {}
+    for dt in ("fp16", "i8"):
+        sig = dict(X="*" + dt, B="*" + dt, C="*fp16", M="i32", N="i32", K="i32")
+        sig.update(stride_xm="i32", stride_bn="i32", stride_cm="i32")
+        k = compile_sm90(
+            _probe_matmul, sig, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), aligned, num_warps=8, num_stages=4
+        )
+        out[dt] = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x[0-9a-f]+)", sass(k.asm["cubin"]))
+    return out
+
+
+def collect(timeout: float = 1200, args=()) -> List[dict]:
     """Run `python -m fptq.kernels.sm90` in a process without TRITON_INTERPRET and return its
     reports (raises with the child's stderr if it fails)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
     out = subprocess.run(
-        [sys.executable, "-m", "fptq.kernels.sm90"], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fptq.kernels.sm90", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if out.returncode != 0:
         raise RuntimeError(f"python -m fptq.kernels.sm90 failed:\n{out.stderr[-3000:]}")
@@ -260,7 +289,11 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description="compile every GPU config for sm_90a; one JSON line each")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--probe", action="store_true", help="only the compiler probe (kernels/wgmma_probe.py)")
     args = ap.parse_args(argv)
+    if args.probe:
+        print(json.dumps({"wgmma_waits": wgmma_waits()}), flush=True)
+        return 0
     cases = configs.all_sm90_cases()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for report in pool.map(inspect_config, cases):

@@ -288,8 +288,16 @@ class QuantLinear(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_transform is not None:
-            x = self.input_transform(x)
+        op = self.input_transform
+        if (
+            self.backend == "triton"
+            and op is not None
+            and op.kind == "hadamard"
+            and self.act_mode != ActQuant.NONE
+        ):
+            return self._triton_forward(x, hadamard=op)  # the rotation fused into the quantizer
+        if op is not None:
+            x = op(x)
         return self.forward_transformed(x)
 
     def forward_transformed(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,18 +307,34 @@ class QuantLinear(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(self.quantize_input(x), self.dequantized_weight(x.dtype), bias)
 
-    def _triton_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _triton_forward(self, x: torch.Tensor, hadamard=None) -> torch.Tensor:
+        """quant_act + gemm, or one fused launch at decode sizes. `hadamard`: the layer's online
+        Hadamard input transform (QuaRot's R4), fused into the quantizer (kernels/hadamard.py
+        fwht_quant) or, before a fused decode GEMM, run by the Triton fwht."""
         from fptq.kernels.gemm import FUSE_MAX_M, FUSE_TOKEN_MAX_M, gemm, gemm_fused
         from fptq.kernels.quant_act import quant_act
 
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        static = float(self.act_scale) if self.act_mode == ActQuant.STATIC else None
+        static = self.act_scale if self.act_mode == ActQuant.STATIC else None  # stays on the device
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16
         if x2.shape[0] <= (FUSE_MAX_M if static is not None else FUSE_TOKEN_MAX_M):  # decode: one launch
+            if hadamard is not None:
+                from fptq.quant.hadamard import fwht_triton
+
+                x2 = fwht_triton(x2 if hadamard.D is None else x2 * hadamard.D.to(x2.dtype))
             y = gemm_fused(x2, self.packed, static, bias=self.bias, out_dtype=out_dtype)
         else:
-            a_q, a_s = quant_act(x2, static_scale=static, bits=self.act_bits)
+            if hadamard is not None:
+                from fptq.kernels.hadamard import fwht_quant
+                from fptq.quant.hadamard import base_hadamard, factor
+
+                m = factor(x2.shape[-1])[0]
+                a_q, a_s = fwht_quant(
+                    x2, m, base_hadamard(m) if m > 1 else None, static, self.act_bits, signs=hadamard.D
+                )
+            else:
+                a_q, a_s = quant_act(x2, static_scale=static, bits=self.act_bits)
             y = gemm(a_q, a_s, self.packed, bias=self.bias, out_dtype=out_dtype)
         return y.reshape(*shape[:-1], y.shape[-1])
 
@@ -336,8 +360,12 @@ def kernel_constraint_errors(
     """Every reason the triton kernels cannot run a layer of this shape of scheme (act_bits None:
     weight-only). Used per layer by set_backend and per scheme by fptq.study.preflight."""
     out = []
-    if weight_format != "int":
-        out.append(f"runs the plain packed format only; the {weight_format} format runs on backend=reference")
+    if weight_format not in ("int", "qoq"):
+        out.append(
+            f"runs the int and qoq packed formats; the {weight_format} format runs on backend=reference"
+        )
+    if weight_format == "qoq" and (per_channel or group_size % 64):
+        out.append(f"runs qoq weights with whole 64-column groups, got group size {group_size}")
     if w_bits not in KERNEL_W_BITS:
         out.append(f"needs {' or '.join(map(str, KERNEL_W_BITS))}-bit integer weights, got w_bits={w_bits}")
     if float_zero:

