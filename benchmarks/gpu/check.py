@@ -120,7 +120,7 @@ def environment(device: str) -> dict:
 
 def packed(N, K, bits, group, sym, device, gen):
     """A random weight quantized by the library and packed: (PackedWeight on device, group_size)."""
-    from fptq.kernels.reference import PackedWeight, pack_weight
+    from fptq.kernels.reference import pack_weight
     from fptq.quant.granularity import GroupLayout
     from fptq.quant.primitives import Grid, quantize_weight
 
@@ -134,8 +134,7 @@ def packed(N, K, bits, group, sym, device, gen):
     else:
         q, s, z = quantize_weight(W, Grid(bits, sym), layout)
         w = pack_weight(q, s, z, bits, layout.group_size)
-    fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(w).items()}
-    return PackedWeight(**fields)
+    return _on(w, device)
 
 
 def poison(shape, dtype, device):
@@ -258,10 +257,17 @@ def correctness(device, shapes, budget) -> list:
     return rows
 
 
-def _cpu(w):
+def _on(w, device):
+    """The PackedWeight `w` with its tensors on `device`."""
     from fptq.kernels.reference import PackedWeight
 
-    return PackedWeight(**{k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in vars(w).items()})
+    return PackedWeight(
+        **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(w).items()}
+    )
+
+
+def _cpu(w):
+    return _on(w, "cpu")
 
 
 # ---- 2. timing ------------------------------------------------------------------------------------

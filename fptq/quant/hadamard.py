@@ -130,11 +130,24 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     return (y.reshape(shape) / math.sqrt(n)).to(dtype)
 
 
+def _kernel_base(n: int):
+    """(m, the m x m base matrix or None) of order n, for the Triton kernels."""
+    f = factor(n)
+    if f is None:
+        raise ValueError(f"no Hadamard matrix of order {n} is known here")
+    return f[0], (base_hadamard(f[0]) if f[0] > 1 else None)
+
+
 def fwht_triton(x: torch.Tensor) -> torch.Tensor:
     """`fwht` by the Triton kernel (`fptq.kernels.hadamard`; on CPU under TRITON_INTERPRET=1)."""
-    f = factor(x.shape[-1])
-    if f is None:
-        raise ValueError(f"no Hadamard matrix of order {x.shape[-1]} is known here")
     from fptq.kernels.hadamard import fwht as kernel
 
-    return kernel(x, f[0], base_hadamard(f[0]) if f[0] > 1 else None)
+    return kernel(x, *_kernel_base(x.shape[-1]))
+
+
+def fwht_quant_triton(x: torch.Tensor, static_scale=None, bits: int = 8, signs: torch.Tensor = None):
+    """int8 codes and scales of `fwht(x * signs)` in one Triton launch (`fptq.kernels.hadamard.fwht_quant`)."""
+    from fptq.kernels.hadamard import fwht_quant
+
+    m, hm = _kernel_base(x.shape[-1])
+    return fwht_quant(x, m, hm, static_scale, bits, signs=signs)

@@ -326,13 +326,9 @@ class QuantLinear(nn.Module):
             y = gemm_fused(x2, self.packed, static, bias=self.bias, out_dtype=out_dtype)
         else:
             if hadamard is not None:
-                from fptq.kernels.hadamard import fwht_quant
-                from fptq.quant.hadamard import base_hadamard, factor
+                from fptq.quant.hadamard import fwht_quant_triton
 
-                m = factor(x2.shape[-1])[0]
-                a_q, a_s = fwht_quant(
-                    x2, m, base_hadamard(m) if m > 1 else None, static, self.act_bits, signs=hadamard.D
-                )
+                a_q, a_s = fwht_quant_triton(x2, static, self.act_bits, signs=hadamard.D)
             else:
                 a_q, a_s = quant_act(x2, static_scale=static, bits=self.act_bits)
             y = gemm(a_q, a_s, self.packed, bias=self.bias, out_dtype=out_dtype)
