@@ -117,17 +117,25 @@ def test_a_cancelled_job_leaves_no_row_and_a_relaunch_runs_only_it(tmp_path):
 
 
 def test_a_job_at_its_time_limit_is_requeued_and_finishes_in_the_same_launch(tmp_path):
-    """timeout_min=1 with signal_delay_s=30: Slurm signals USR2 (checked every ~30 s), submitit
-    requeues the job, which continues at block 1 from its block state."""
+    """timeout_min=2 with signal_delay_s=30: Slurm signals USR2 60-90 s after the start, submitit
+    requeues the job, which continues at block 1 from its block state.
+
+    slurmctld checks time limits every 30 s and sends the signal up to one period early (measured on
+    the local cluster: --time=2 --signal=USR2@30 signalled at 59 s; --time=1 --signal=USR2@30 at
+    29 s, but with a time limit of 1 minute the signal is due at once, so it comes at the first check,
+    0-30 s after the start). Stop 27's CI ran timeout_min=1 and the signal came before submitit had
+    loaded the job and installed its handler: the task died of USR2 and was never requeued."""
     extra = [
-        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.timeout_min=2",
         "hydra.launcher.signal_delay_s=30",
-        *_stall(tmp_path, "w4a8_rtn", 300),
+        *_stall(tmp_path, "w4a8_rtn", 600),
     ]
     t = time.time()
-    _fptq_run(_sweep(tmp_path, ["w4a8_rtn"], *extra), tmp_path)
-    assert time.time() - t < 300  # the stall was cut short by the requeue
-    (row,) = _rows(tmp_path).values()
+    proc = fptq_popen(_sweep(tmp_path, ["w4a8_rtn"], *extra), tmp_path)
+    out, _ = proc.communicate(timeout=900)
     logs = _logs(tmp_path)
+    assert proc.returncode == 0, out[-3000:] + "\n--- job logs ---\n" + logs[-4000:]
+    assert time.time() - t < 400  # the 600 s stall was cut short by the requeue
+    (row,) = _rows(tmp_path).values()
     assert "resuming" in logs and "at block 1 of 2" in logs, logs[-3000:]
     assert "requeu" in logs.lower(), logs[-3000:]
