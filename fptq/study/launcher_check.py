@@ -8,6 +8,7 @@ the task, which is then neither requeued nor recorded. So the time limit must le
 startup margin before the earliest signal."""
 
 import logging
+import math
 import sys
 from typing import Any
 
@@ -34,16 +35,17 @@ def launcher_timing_problem(timeout_min: Any, signal_delay_s: Any, max_num_timeo
     if earliest >= STARTUP_MARGIN_S:
         return ""
     longest_delay = timeout_min * 60 - SLURM_CHECK_PERIOD_S - STARTUP_MARGIN_S
-    fix = (
-        f"use signal_delay_s <= {longest_delay} or a longer timeout_min"
-        if longest_delay > 0
-        else f"use timeout_min >= {-(-(signal_delay_s + SLURM_CHECK_PERIOD_S + STARTUP_MARGIN_S) // 60)}"
-    )
+    if longest_delay > 0:
+        fix = f"Use signal_delay_s <= {longest_delay} or a longer timeout_min"
+    else:
+        fix = (
+            f"Use timeout_min >= {math.ceil((signal_delay_s + SLURM_CHECK_PERIOD_S + STARTUP_MARGIN_S) / 60)}"
+        )
     return (
         f"hydra.launcher.timeout_min={timeout_min} with signal_delay_s={signal_delay_s}: Slurm may send "
         f"the requeue signal {max(earliest, 0)} s after a job starts (it checks every "
         f"{SLURM_CHECK_PERIOD_S} s and may signal one check early), before submitit can catch it (allow "
-        f"{STARTUP_MARGIN_S} s to start); the job would die without a requeue. {fix[0].upper()}{fix[1:]}"
+        f"{STARTUP_MARGIN_S} s to start); the job would die without a requeue. {fix}"
     )
 
 
